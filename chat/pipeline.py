@@ -1,0 +1,147 @@
+"""The RAG pipeline: an async generator of typed events, knowing nothing of HTTP.
+
+question -> search query (model) -> top-k chunks (retriever) -> grounded answer, streamed
+(model) -> optional follow-up questions (model) -> completed. The first event is yielded
+before any upstream call, so a client sees life at once. Errors are raised as ChatError
+subclasses; whoever consumes the events decides how to report them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, SearchResult, Stage, Thought, Usage
+from chat.protocol import ChatRequest, Message
+from chat.providers.llm import ChatModel, StreamOutcome
+from chat.providers.retriever import Retriever
+
+QUERY_PROMPT = (
+    "Turn the user's last question into a short keyword search query for a document index. "
+    "Use the conversation for context. Reply with the query only."
+)
+ANSWER_PROMPT = (
+    "You answer questions using only the sources given with the question. "
+    "After each fact, cite its source name in square brackets, for example [guide.md]. "
+    "If the sources do not contain the answer, say that you don't know. Be brief."
+)
+FOLLOWUP_PROMPT = (
+    "Suggest three short follow-up questions the user could ask next, answerable from the sources. "
+    "Write one question per line, nothing else."
+)
+NO_SOURCES_ANSWER = "I could not find anything about that in the documents."
+# How much of the conversation the model sees: the last turns, enough for follow-up questions.
+HISTORY_MESSAGES = 6
+QUERY_MAX_TOKENS = 48
+FOLLOWUP_MAX_TOKENS = 120
+SNIPPET_CHARS = 200
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+
+
+class _Clock:
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self._start = now()
+
+    def elapsed_ms(self) -> int:
+        return int((self._now() - self._start) * 1000)
+
+
+def _history(messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    history: list[ChatCompletionMessageParam] = []
+    for message in messages[-HISTORY_MESSAGES:]:
+        if message.role == "user":
+            history.append({"role": "user", "content": message.content})
+        else:
+            history.append({"role": "assistant", "content": message.content})
+    return history
+
+
+def _clean_query(text: str, question: str) -> str:
+    """The model's query, or the question itself when a (small) model answers with something unusable."""
+    lines = [line.strip().strip("\"'").removeprefix("Query:").strip() for line in text.strip().splitlines()]
+    query = lines[0] if lines else ""
+    return query if 0 < len(query) <= 200 else question
+
+
+def _sources_text(results: list[SearchResult]) -> str:
+    return "\n".join(f"[{result.source}]: {' '.join(result.content.split())}" for result in results)
+
+
+def _parse_followups(text: str) -> list[str]:
+    questions = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
+    return [question for question in questions if question.endswith("?")][:3]
+
+
+def _result_summary(result: SearchResult) -> dict[str, str]:
+    snippet = " ".join(result.content.split())
+    if len(snippet) > SNIPPET_CHARS:
+        snippet = snippet[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
+    return {"id": result.id, "title": result.title, "source": result.source, "snippet": snippet}
+
+
+async def answer(
+    request: ChatRequest,
+    model: ChatModel,
+    retriever: Retriever,
+    *,
+    now: Callable[[], float] = time.perf_counter,
+) -> AsyncIterator[ChatEvent]:
+    """Answer the last user message of ``request`` from the documents, one event at a time."""
+    clock = _Clock(now)
+    overrides = request.context.overrides
+    question = request.question
+    yield Stage("question", "done", "Processing your question", clock.elapsed_ms(), {"question": question})
+
+    usage = Usage()
+    history = _history(request.messages)
+    rewrite = await model.complete(
+        [{"role": "system", "content": QUERY_PROMPT}, *history], temperature=0.0, max_tokens=QUERY_MAX_TOKENS
+    )
+    usage.add(rewrite.prompt_tokens, rewrite.completion_tokens)
+    query = _clean_query(rewrite.text, question)
+    yield Stage("query", "done", "Generated search query", clock.elapsed_ms(), {"query": query})
+
+    results = await retriever.search(
+        query,
+        top=overrides.top,
+        mode=overrides.retrieval_mode,
+        semantic_ranker=overrides.semantic_ranker,
+    )
+    title = f"Found {len(results)} result{'' if len(results) == 1 else 's'}"
+    summaries = [_result_summary(result) for result in results]
+    yield Stage("search", "done", title, clock.elapsed_ms(), {"results": summaries})
+
+    yield Stage("answer", "started", "Generating answer", clock.elapsed_ms())
+    sources = _sources_text(results)
+    answer_messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": ANSWER_PROMPT},
+        *history[:-1],
+        {"role": "user", "content": f"{question}\n\nSources:\n{sources}"},
+    ]
+    thoughts = [
+        Thought("Search query", query),
+        Thought("Search results", summaries),
+        Thought("Prompt to generate answer", answer_messages),
+    ]
+    if not results:
+        yield AnswerDelta(NO_SOURCES_ANSWER)
+        yield Completed("stop", results, thoughts, usage)
+        return
+
+    outcome = StreamOutcome(usage=usage)
+    async for text in model.stream(answer_messages, temperature=overrides.temperature, outcome=outcome):
+        yield AnswerDelta(text)
+
+    if overrides.suggest_followup_questions:
+        followups = await model.complete(
+            [{"role": "system", "content": FOLLOWUP_PROMPT}, {"role": "user", "content": f"{question}\n\n{sources}"}],
+            temperature=0.5,
+            max_tokens=FOLLOWUP_MAX_TOKENS,
+        )
+        usage.add(followups.prompt_tokens, followups.completion_tokens)
+        yield FollowupQuestions(_parse_followups(followups.text))
+    yield Completed(outcome.finish_reason or "stop", results, thoughts, usage)

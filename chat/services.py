@@ -1,0 +1,117 @@
+"""The process's clients: created once on first use, shared by every request, closed at shutdown.
+
+One chat client, one embedding client, one retriever and (in Azure mode) one async credential
+per worker process. Construction does no I/O (connections open on first request), so it is
+safe to build lazily from inside any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+
+from chat.errors import ChatError
+from chat.providers.azure_search import AzureSearchRetriever, search_client
+from chat.providers.identity import azure_credential
+from chat.providers.llm import OpenAIClients, build_openai_clients
+from chat.providers.retriever import Retriever
+from chat.settings import Settings, get_settings
+
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    openai: OpenAIClients
+    retriever: Retriever
+    credential: AsyncTokenCredential | None = field(default=None)
+
+    async def aclose(self) -> None:
+        await self.openai.aclose()
+        await self.retriever.aclose()
+        if self.credential is not None:
+            await self.credential.close()
+
+    async def health(self) -> dict[str, Any]:
+        """Which providers are configured and whether each answers; checked in parallel, bounded in time."""
+        mode = self.settings.mode
+        checks: dict[str, tuple[dict[str, str], Callable[[], Awaitable[str]]]] = {
+            "chat": ({"host": mode.openai_host, "model": self.openai.chat.model}, self._chat_check),
+            "search": ({"host": mode.search_host}, self.retriever.check),
+        }
+        if self.openai.embedder.client is not self.openai.chat.client:
+            checks["embeddings"] = ({"host": mode.openai_host, "model": self.openai.embedder.model}, self._embed_check)
+        outcomes = await asyncio.gather(*(_timed(check) for _, check in checks.values()))
+        providers = {
+            name: {**about, **outcome} for (name, (about, _)), outcome in zip(checks.items(), outcomes, strict=True)
+        }
+        healthy = all(provider["ok"] for provider in providers.values())
+        return {"status": "ok" if healthy else "unavailable", "providers": providers}
+
+    async def _chat_check(self) -> str:
+        return await _list_models(self.openai.chat.client)
+
+    async def _embed_check(self) -> str:
+        return await _list_models(self.openai.embedder.client)
+
+
+async def _list_models(client: Any) -> str:
+    page = await client.with_options(max_retries=0, timeout=HEALTH_TIMEOUT_SECONDS).models.list()
+    return f"{len(page.data)} models"
+
+
+async def _timed(check: Callable[[], Awaitable[str]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            detail = await check()
+        ok = True
+    except ChatError as error:
+        ok, detail = False, error.message
+    except Exception as error:  # a health probe reports every failure instead of raising it
+        ok, detail = False, f"{type(error).__name__}"
+    return {"ok": ok, "detail": detail, "latencyMs": int((time.perf_counter() - started) * 1000)}
+
+
+def build_services(settings: Settings) -> Services:
+    credential = azure_credential(settings.identity) if settings.mode.uses_azure else None
+    openai_clients = build_openai_clients(settings, credential)
+    retriever: Retriever
+    if credential is not None and settings.mode.search_host == "azure":
+        azure = settings.azure_search
+        retriever = AzureSearchRetriever(
+            search_client(azure.azure_search_endpoint, azure.azure_search_index, credential),
+            openai_clients.embedder,
+            semantic_ranker=azure.azure_search_semantic_ranker,
+            timeout_seconds=settings.limits.search_timeout_seconds,
+        )
+    else:
+        from chat.providers.local_index import LocalIndexRetriever  # numpy: only installed for local mode
+
+        retriever = LocalIndexRetriever(settings.local_search.index_path, openai_clients.embedder)
+    return Services(settings, openai_clients, retriever, credential)
+
+
+_services: Services | None = None
+
+
+def get_services() -> Services:
+    """The process's services, built on first use (raises ConfigurationError if settings are invalid)."""
+    global _services
+    if _services is None:
+        _services = build_services(get_settings())
+    return _services
+
+
+async def close_services() -> None:
+    """Close every client; the local host calls this at shutdown (Azure's worker just exits)."""
+    global _services
+    if _services is not None:
+        services, _services = _services, None
+        await services.aclose()

@@ -1,0 +1,167 @@
+"""Every environment variable the product reads, read and validated here and nowhere else.
+
+Variables are grouped by what they configure. Each group is a pydantic-settings class whose
+field names are the variable names (matched case-insensitively), so the groups themselves are
+the list of variables: ``azure_mode_variables()`` derives the app settings an Azure deployment
+must carry from them, and the infra tests compare that set with the Bicep templates.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+OpenAIHost = Literal["azure", "openai", "local"]
+SearchHost = Literal["azure", "local"]
+
+
+class ConfigurationError(Exception):
+    """The environment does not describe a usable configuration; the message names the variables."""
+
+
+class _EnvGroup(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """The environment variable names this group reads."""
+        return frozenset(name.upper() for name in cls.model_fields)
+
+
+class ModeSettings(_EnvGroup):
+    openai_host: OpenAIHost = "local"
+    search_host: SearchHost = "local"
+
+    @property
+    def uses_azure(self) -> bool:
+        """Whether any provider authenticates with an Azure credential."""
+        return "azure" in (self.openai_host, self.search_host)
+
+
+class AzureOpenAISettings(_EnvGroup):
+    azure_openai_endpoint: str = ""
+    azure_openai_chat_deployment: str = ""
+    azure_openai_embedding_deployment: str = ""
+    azure_openai_api_version: str = "2024-10-21"
+
+
+class OpenAIComSettings(_EnvGroup):
+    openai_api_key: SecretStr = SecretStr("")
+    openai_chat_model: str = "gpt-4o-mini"
+    openai_embedding_model: str = "text-embedding-3-small"
+
+
+class LocalOpenAISettings(_EnvGroup):
+    local_openai_endpoint: str = "http://127.0.0.1:8011/v1"
+    local_openai_chat_model: str = "SmolLM2-135M-Instruct"
+    local_embedding_endpoint: str = "http://127.0.0.1:8012/v1"
+    local_embedding_model: str = "multilingual-e5-small-q4"
+    # Empty means: the GGUF file bundled by requirements-local.txt (see chat.localstack).
+    local_model_path: str = ""
+
+
+class AzureSearchSettings(_EnvGroup):
+    azure_search_endpoint: str = ""
+    azure_search_index: str = "documents"
+    azure_search_semantic_ranker: bool = False
+
+
+class LocalSearchSettings(_EnvGroup):
+    local_index_path: Path = Path("data/index.sqlite")
+
+    @property
+    def index_path(self) -> Path:
+        """The index file, relative paths taken from the project root like the rest of the app."""
+        path = self.local_index_path
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class IdentitySettings(_EnvGroup):
+    # Client id of the user-assigned managed identity; empty means DefaultAzureCredential.
+    azure_client_id: str = ""
+
+
+class TelemetrySettings(_EnvGroup):
+    # When set, traces, metrics and logs go to Application Insights (chat.telemetry).
+    applicationinsights_connection_string: str = ""
+
+
+class LimitSettings(_EnvGroup):
+    """Request limits and upstream timing. Defaults suit every mode, so Azure need not set them."""
+
+    chat_max_messages: int = Field(50, ge=1)
+    chat_max_message_chars: int = Field(16_000, ge=1)
+    chat_max_body_bytes: int = Field(262_144, ge=1_024)
+    # Per-operation timeout (connect, each read) of model calls, and the SDK's retry count.
+    openai_timeout_seconds: float = Field(30.0, gt=0)
+    openai_max_retries: int = Field(2, ge=0)
+    search_timeout_seconds: float = Field(10.0, gt=0)
+    # A stream quiet this long gets a heartbeat line; well inside Azure's 230 s idle limit.
+    stream_heartbeat_seconds: float = Field(15.0, gt=0)
+
+
+_AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
+    ModeSettings,
+    AzureOpenAISettings,
+    AzureSearchSettings,
+    IdentitySettings,
+    TelemetrySettings,
+)
+
+
+def azure_mode_variables() -> frozenset[str]:
+    """The variables a deployment with OPENAI_HOST=azure and SEARCH_HOST=azure must set.
+
+    LimitSettings is left out on purpose: its defaults hold in Azure too.
+    """
+    return frozenset().union(*(group.variables() for group in _AZURE_MODE_GROUPS))
+
+
+class Settings(BaseModel):
+    """All groups, checked together so a missing variable is named before any request runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: ModeSettings = Field(default_factory=ModeSettings)
+    azure_openai: AzureOpenAISettings = Field(default_factory=AzureOpenAISettings)
+    openai_com: OpenAIComSettings = Field(default_factory=OpenAIComSettings)
+    local_openai: LocalOpenAISettings = Field(default_factory=LocalOpenAISettings)
+    azure_search: AzureSearchSettings = Field(default_factory=AzureSearchSettings)
+    local_search: LocalSearchSettings = Field(default_factory=LocalSearchSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @model_validator(mode="after")
+    def _required_for_mode(self) -> Settings:
+        missing: list[str] = []
+        if self.mode.openai_host == "azure":
+            azure = self.azure_openai
+            for name in ("azure_openai_endpoint", "azure_openai_chat_deployment", "azure_openai_embedding_deployment"):
+                if not getattr(azure, name):
+                    missing.append(name.upper())
+        if self.mode.openai_host == "openai" and not self.openai_com.openai_api_key.get_secret_value():
+            missing.append("OPENAI_API_KEY")
+        if self.mode.search_host == "azure" and not self.azure_search.azure_search_endpoint:
+            missing.append("AZURE_SEARCH_ENDPOINT")
+        if missing:
+            raise ValueError(
+                f"OPENAI_HOST={self.mode.openai_host} and SEARCH_HOST={self.mode.search_host} need {', '.join(missing)}"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call ``get_settings.cache_clear()`` after changing env."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,117 @@
+"""The HTTP layer of the chat backend: routes, request parsing and response framing, nothing else.
+
+Streaming goes through the azurefunctions-extensions-http-fastapi extension: once it is
+imported, every HTTP function of the app receives its (starlette) Request and returns a
+starlette Response. Handlers are annotated ``-> Response`` (the extension's base type)
+because each returns either a stream or a JSON error. The RAG logic lives in chat/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from chat import web
+from chat.errors import ChatError, InvalidRequest, NotConfigured
+from chat.pipeline import answer
+from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
+from chat.services import Services, get_services
+from chat.settings import ConfigurationError, LimitSettings
+from chat.streaming import ndjson_stream, report
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+# Proxies must pass each line on as it comes; compression would buffer it.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+NDJSON = "application/x-ndjson"
+# Gateway statuses for upstream failures of the non-streaming route.
+UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_throttled": 429}
+
+
+def _error_response(error: ChatError, status: int | None = None) -> Any:
+    return JSONResponse(error_body(error), status_code=status or error.status)
+
+
+def _services() -> Services:
+    try:
+        return get_services()
+    except ConfigurationError as error:
+        raise NotConfigured(str(error)) from error
+
+
+async def _read_chat_request(req: Request, limits: LimitSettings) -> ChatRequest:
+    """The validated request, or InvalidRequest (400), 413 or 415 with a reason the client can act on."""
+    media_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        message = "Send the request as JSON (Content-Type: application/json)."
+        raise InvalidRequest(message, code="unsupported_media_type", status=415)
+    too_large = InvalidRequest(
+        f"The body is larger than {limits.chat_max_body_bytes} bytes.", code="body_too_large", status=413
+    )
+    declared = req.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.chat_max_body_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in req.stream():
+        body += chunk
+        if len(body) > limits.chat_max_body_bytes:
+            raise too_large
+    return parse_chat_request(bytes(body), limits)
+
+
+@app.route(route="api/chat/stream", methods=["POST"])
+async def chat_stream(req: Request) -> Response:
+    """The answer and the stages of its work as NDJSON lines, each sent as soon as it exists."""
+    try:
+        services = _services()
+        request = await _read_chat_request(req, services.settings.limits)
+    except ChatError as error:
+        return _error_response(error)
+    events = answer(request, services.openai.chat, services.retriever)
+    lines = ndjson_stream(events, request.session_state, services.settings.limits.stream_heartbeat_seconds)
+    # The background task runs after the stream, also when the client left mid-way: closing the
+    # generator cancels the pipeline and with it the upstream call.
+    return StreamingResponse(lines, media_type=NDJSON, headers=STREAM_HEADERS, background=BackgroundTask(lines.aclose))
+
+
+@app.route(route="api/chat", methods=["POST"])
+async def chat(req: Request) -> Response:
+    """The same pipeline, answered as one JSON object, for clients and hosts that cannot stream."""
+    try:
+        services = _services()
+        request = await _read_chat_request(req, services.settings.limits)
+    except ChatError as error:
+        return _error_response(error)
+    completion = CompletionBuilder(request.session_state)
+    try:
+        async for event in answer(request, services.openai.chat, services.retriever):
+            completion.add(event)
+    except Exception as error:
+        failure = report(error)
+        return _error_response(failure, UPSTREAM_STATUS.get(failure.code))
+    return JSONResponse(completion.build())
+
+
+@app.route(route="api/health", methods=["GET"])
+async def health(req: Request) -> Response:
+    """Readiness for a load balancer: 200 when every configured provider answers, 503 otherwise."""
+    try:
+        status = await _services().health()
+    except ChatError as error:
+        return JSONResponse({"status": "unavailable", **error_body(error)}, status_code=503)
+    return JSONResponse(status, status_code=200 if status["status"] == "ok" else 503)
+
+
+@app.route(route="/", methods=["GET"])
+async def page(req: Request) -> Response:
+    """The chat web page (AzureWebJobsDisableHomepage=true keeps the host's own page out of the way)."""
+    return web.page()
+
+
+@app.route(route="assets/{*path}", methods=["GET"])
+async def assets(req: Request) -> Response:
+    """The page's scripts and styles, from chat/web/."""
+    return web.asset(req.path_params.get("path", ""))
