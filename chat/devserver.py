@@ -20,6 +20,8 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +58,36 @@ def starlette_path(route: str) -> str:
     return re.sub(r"\{(\w+)(?::(?!path\})[^}]*)?\??\}", r"{\1}", path)
 
 
-def function_routes(function_app: Any) -> list[Route]:
-    """One starlette Route per HTTP-triggered function of ``function_app``."""
-    routes = []
+@dataclass(frozen=True, slots=True)
+class HttpFunction:
+    name: str
+    route: str
+    methods: tuple[str, ...]
+    auth_level: str
+    handler: Handler
+
+
+@cache
+def http_functions(function_app: Any) -> tuple[HttpFunction, ...]:
+    """The HTTP-triggered functions of ``function_app``, read once: like the worker, the library
+    only lets ``get_functions()`` index an app once per process."""
+    functions = []
     for function in function_app.get_functions():
         trigger = next(binding for binding in function.get_bindings() if binding.type == "httpTrigger")
-        handler: Handler = function.get_user_function()
-        methods = [str(getattr(method, "value", method)) for method in trigger.methods or ["GET", "POST"]]
-        routes.append(Route(starlette_path(trigger.route), _endpoint(handler), methods=methods))
-    return routes
+        methods = tuple(str(getattr(method, "value", method)) for method in trigger.methods or ["GET", "POST"])
+        level = str(getattr(trigger.auth_level, "value", trigger.auth_level))
+        functions.append(
+            HttpFunction(function.get_function_name(), trigger.route, methods, level, function.get_user_function())
+        )
+    return tuple(functions)
+
+
+def function_routes(function_app: Any) -> list[Route]:
+    """One starlette Route per HTTP-triggered function of ``function_app``."""
+    return [
+        Route(starlette_path(function.route), _endpoint(function.handler), methods=list(function.methods))
+        for function in http_functions(function_app)
+    ]
 
 
 def _endpoint(handler: Handler) -> Handler:

