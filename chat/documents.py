@@ -69,7 +69,7 @@ class _HtmlSections(HTMLParser):
 
     _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
     _BLOCKS = frozenset({"p", "li", "br", "div", "tr", "section", "article", "ul", "ol", "pre"})
-    _SKIPPED = frozenset({"script", "style", "template", "noscript"})
+    _SKIPPED = frozenset({"script", "style", "template", "noscript", "title"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -128,16 +128,16 @@ def embedding_server(port: int, threads: int = 1) -> Server:
     return Server("embeddings", command, f"http://127.0.0.1:{port}/v1/models")
 
 
-def servers_to_start(settings: Settings) -> list[Server]:
-    """The local servers the configuration needs that are not already answering."""
+def servers_to_start(settings: Settings, *, chat_model: bool = True) -> list[Server]:
+    """The local servers the configuration needs that are not already answering (embeddings, then chat)."""
     if settings.mode.openai_host != "local":
         return []
     local = settings.local_openai
     wanted: list[Server] = []
-    for endpoint, build in (
-        (local.local_embedding_endpoint, embedding_server),
-        (local.local_openai_endpoint, lambda port: model_server(settings, port)),
-    ):
+    candidates: list[tuple[str, Callable[[int], Server]]] = [(local.local_embedding_endpoint, embedding_server)]
+    if chat_model:
+        candidates.append((local.local_openai_endpoint, lambda port: model_server(settings, port)))
+    for endpoint, build in candidates:
         if answers(endpoint.rstrip("/") + "/models"):
             continue
         port = _loopback_port(endpoint)

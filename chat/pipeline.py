@@ -23,6 +23,13 @@ QUERY_PROMPT = (
     "Turn the user's last question into a short keyword search query for a document index. "
     "Use the conversation for context. Reply with the query only."
 )
+# Two worked examples: small local models copy the form far better than they follow instructions.
+QUERY_EXAMPLES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "How do I reset my password if I forgot it?"},
+    {"role": "assistant", "content": "reset forgotten password"},
+    {"role": "user", "content": "What's the best temperature to bake bread at home?"},
+    {"role": "assistant", "content": "home bread baking temperature"},
+]
 ANSWER_PROMPT = (
     "You answer questions using only the sources given with the question. "
     "After each fact, cite its source name in square brackets, for example [guide.md]. "
@@ -61,10 +68,13 @@ def _history(messages: list[Message]) -> list[ChatCompletionMessageParam]:
 
 
 def _clean_query(text: str, question: str) -> str:
-    """The model's query, or the question itself when a (small) model answers with something unusable."""
+    """The model's query, or the question itself when a (small) model answers with something unusable.
+
+    A query longer than the question is a model that chatted instead of rewriting.
+    """
     lines = [line.strip().strip("\"'").removeprefix("Query:").strip() for line in text.strip().splitlines()]
     query = lines[0] if lines else ""
-    return query if 0 < len(query) <= 200 else question
+    return query if query and len(query.split()) <= len(question.split()) else question
 
 
 def _sources_text(results: list[SearchResult]) -> str:
@@ -99,7 +109,9 @@ async def answer(
     usage = Usage()
     history = _history(request.messages)
     rewrite = await model.complete(
-        [{"role": "system", "content": QUERY_PROMPT}, *history], temperature=0.0, max_tokens=QUERY_MAX_TOKENS
+        [{"role": "system", "content": QUERY_PROMPT}, *QUERY_EXAMPLES, *history],
+        temperature=0.0,
+        max_tokens=QUERY_MAX_TOKENS,
     )
     usage.add(rewrite.prompt_tokens, rewrite.completion_tokens)
     query = _clean_query(rewrite.text, question)
@@ -120,7 +132,8 @@ async def answer(
     answer_messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": ANSWER_PROMPT},
         *history[:-1],
-        {"role": "user", "content": f"{question}\n\nSources:\n{sources}"},
+        # Sources first, the question last: small models attend best to what they read last.
+        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
     ]
     thoughts = [
         Thought("Search query", query),

@@ -149,13 +149,13 @@ def write_documents(folder: Path, documents: dict[str, str] = SAMPLE_DOCUMENTS) 
     return folder
 
 
-async def build_index(folder: Path, index_path: Path) -> None:
+async def build_index(folder: Path, index_path: Path, *, prune: bool = True) -> None:
     """Ingest ``folder`` into a local index with the embeddings the configuration names (mocked or real)."""
     clients = build_openai_clients(get_settings(), None)
     chunks = chunk_documents(collect_files([folder]), size=200, overlap=40)
     writer = LocalIndexWriter(index_path, clients.embedder.model)
     try:
-        await ingest(chunks, writer, clients.embedder, prune=True)
+        await ingest(chunks, writer, clients.embedder, prune=prune)
     finally:
         await writer.aclose()
         await clients.aclose()

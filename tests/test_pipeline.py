@@ -75,7 +75,7 @@ async def test_sends_the_exact_model_calls(
     assert rewrite["model"] == "SmolLM2-135M-Instruct"
     assert rewrite["stream"] is False
     assert rewrite["temperature"] == 0.0
-    assert rewrite["messages"][1:] == [
+    assert rewrite["messages"][5:] == [
         {"role": "user", "content": "What is a calzone?"},
         {"role": "assistant", "content": "A folded pizza."},
         {"role": "user", "content": QUESTION},
@@ -86,9 +86,10 @@ async def test_sends_the_exact_model_calls(
     assert streamed["temperature"] == 0.1
     messages = streamed["messages"]
     assert messages[0] == {"role": "system", "content": ANSWER_PROMPT}
-    assert messages[1:3] == rewrite["messages"][1:3], "the history goes to the answer call too"
+    assert messages[1:3] == rewrite["messages"][5:7], "the history goes to the answer call too"
     assert messages[-1]["role"] == "user"
-    assert messages[-1]["content"].startswith(QUESTION + "\n\nSources:\n[mushroom-pineapple.md]: ")
+    assert messages[-1]["content"].startswith("Sources:\n[mushroom-pineapple.md]: ")
+    assert messages[-1]["content"].endswith("\n\nQuestion: " + QUESTION)
     [followups] = chat_script.calls_with(FOLLOWUP_PROMPT)
     assert followups["stream"] is False
     # the local embedder is asked for a query embedding of the generated query, with E5's input type

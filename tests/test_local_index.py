@@ -1,0 +1,212 @@
+"""Documents, chunking, the local index (BM25, vectors, fusion) and ingest, with small generated documents."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pypdf import PdfWriter
+
+from chat.chunking import chunk_text, count_tokens
+from chat.documents import DocumentError, read_document
+from chat.errors import UpstreamError
+from chat.evaluate import first_relevant_rank, load_questions
+from chat.ingest import EXIT_BAD_INPUT, IngestError, chunk_documents, collect_files, main
+from chat.providers.llm import build_openai_clients
+from chat.providers.local_index import LocalIndexRetriever, fts_query, rrf
+from chat.services import get_services
+from chat.settings import PROJECT_ROOT, get_settings
+from tests.conftest import SAMPLE_DOCUMENTS, build_index, write_documents
+from tests.sdk_fakes import EmbeddingScript
+
+
+def test_chunks_respect_size_and_overlap() -> None:
+    sentences = [f"Sentence number {i} talks about dough and ovens." for i in range(40)]
+    chunks = chunk_text(" ".join(sentences), size=50, overlap=12)
+    assert len(chunks) > 5
+    assert all(count_tokens(chunk) <= 50 for chunk in chunks)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after.splitlines()[0] == before.splitlines()[-1], "each chunk repeats the last sentence before it"
+    text = " ".join(chunk.replace("\n", " ") for chunk in chunks)
+    assert all(sentence in text for sentence in sentences), "nothing is lost"
+
+
+def test_a_sentence_longer_than_a_chunk_is_cut_at_words() -> None:
+    chunks = chunk_text("word " * 130, size=50, overlap=0)
+    assert [count_tokens(chunk) for chunk in chunks] == [50, 50, 30]
+
+
+def test_markdown_and_setext_headings_make_sections(tmp_path: Path) -> None:
+    path = tmp_path / "guide.md"
+    path.write_text("# Pizza guide\n\nIntro.\n\n## Dough\n\nMix flour.\n\nSauce\n-----\n\nCook tomatoes.\n")
+    sections = read_document(path, "guide.md")
+    assert [(s.title, s.text) for s in sections] == [
+        ("Pizza guide", "Intro."),
+        ("Pizza guide: Dough", "Mix flour."),
+        ("Pizza guide: Sauce", "Cook tomatoes."),
+    ]
+    assert {s.source for s in sections} == {"guide.md"}
+
+
+def test_html_sections_skip_scripts(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html><head><title>x</title><script>var secret = 1;</script></head><body>"
+        "<h1>Stones</h1><p>Preheat for an hour.</p><h2>Steel</h2><ul><li>Faster</li><li>Heavier</li></ul></body></html>"
+    )
+    sections = read_document(path, "page.html")
+    assert [s.title for s in sections] == ["Stones", "Stones: Steel"]
+    assert "secret" not in " ".join(s.text for s in sections)
+    assert sections[1].text.splitlines() == ["Faster", "Heavier"]
+
+
+def test_pdf_pages_are_cited_by_page() -> None:
+    sections = read_document(PROJECT_ROOT / "data" / "docs" / "pizza-oven-guide.pdf", "pizza-oven-guide.pdf")
+    assert [s.source for s in sections] == [f"pizza-oven-guide.pdf#page={n}" for n in range(1, 5)]
+    assert sections[1].title.endswith("Wood-Fired Ovens")
+
+
+def test_unreadable_and_empty_pdfs(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    with pytest.raises(DocumentError, match="not a readable PDF"):
+        read_document(broken, "broken.pdf")
+    blank = tmp_path / "blank.pdf"
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    with open(blank, "wb") as file:
+        writer.write(file)
+    with pytest.raises(DocumentError, match="no extractable text"):
+        read_document(blank, "blank.pdf")
+
+
+def test_fts_query_cannot_inject_syntax() -> None:
+    assert (
+        fts_query('mushroom AND "pineapple" NEAR(x) -crust*') == '"mushroom" OR "pineapple" OR "near" OR "x" OR "crust"'
+    )
+    assert fts_query("the and of") is None
+
+
+def test_reciprocal_rank_fusion() -> None:
+    fused = rrf([[1, 2, 3], [3, 1, 4]], k=60)
+    assert [row for row, _ in fused] == [1, 3, 2, 4]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+@pytest.mark.parametrize("mode", ["text", "vectors", "hybrid"])
+async def test_search_modes_find_the_right_document(local_index: Path, mode: str) -> None:
+    results = await get_services().retriever.search("mushroom pineapple", top=2, mode=mode, semantic_ranker=None)  # type: ignore[arg-type]
+    assert results[0].source == "mushroom-pineapple.md"
+    assert len(results) == 2
+    scores = [result.score for result in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_the_index_is_reloaded_when_ingest_replaces_it(local_index: Path, tmp_path: Path) -> None:
+    retriever = get_services().retriever
+    assert await retriever.check() == "5 chunks"
+    more = write_documents(tmp_path / "more", {"focaccia.md": "# Focaccia\n\nDimpled olive oil bread.\n"})
+    await build_index(more, local_index, prune=False)
+    assert await retriever.check() == "6 chunks"
+    [result] = await retriever.search("dimpled olive oil bread", top=1, mode="text", semantic_ranker=None)
+    assert result.source == "focaccia.md"
+
+
+async def test_missing_index_and_other_embedding_model(local_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = LocalIndexRetriever(local_index.with_name("absent.sqlite"), get_services().openai.embedder)
+    with pytest.raises(UpstreamError, match="python -m chat.ingest") as raised:
+        await missing.search("x", top=1, mode="text", semantic_ranker=None)
+    assert raised.value.code == "index_missing"
+    monkeypatch.setenv("LOCAL_EMBEDDING_MODEL", "another-model")
+    get_settings.cache_clear()
+    other = LocalIndexRetriever(local_index, build_openai_clients(get_settings(), None).embedder)
+    assert (await other.search("mushroom", top=1, mode="text", semantic_ranker=None))[0].source
+    with pytest.raises(UpstreamError, match="another-model") as raised:
+        await other.search("mushroom", top=1, mode="hybrid", semantic_ranker=None)
+    assert raised.value.code == "index_mismatch"
+
+
+async def test_reingest_embeds_only_what_changed(tmp_path: Path, embedding_script: EmbeddingScript) -> None:
+    index = get_settings().local_search.index_path
+    docs = write_documents(tmp_path / "docs")
+    await build_index(docs, index)
+    first = sum(len(call["input"]) for call in embedding_script.calls)
+    assert first == 5
+    ids_before = set(await _ids(index))
+    await build_index(docs, index)
+    assert sum(len(call["input"]) for call in embedding_script.calls) == first, "nothing changed, nothing embedded"
+    (docs / "margherita.md").write_text("# Margherita\n\nNow with buffalo mozzarella.\n")
+    (docs / "oven.txt").unlink()
+    await build_index(docs, index)
+    assert sum(len(call["input"]) for call in embedding_script.calls) == first + 1
+    assert set(await _ids(index)) == ids_before - {"oven_txt-0000"}, "stable ids: updated in place, removed when gone"
+    assert all(call["extra_body"] == {"input_type": "passage"} for call in embedding_script.calls)
+
+
+async def _ids(index: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(index) as connection:
+        return [row[0] for row in connection.execute("SELECT id FROM chunks")]
+
+
+def test_bad_input_gets_a_clear_message_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.docx").write_text("unsupported")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ok.md").write_text("# Fine\n\nText.\n")
+    (broken / "bad.pdf").write_bytes(b"not a pdf")
+    cases = [
+        ([str(tmp_path / "absent")], "no such file or folder"),
+        ([str(empty)], "has no documents to ingest"),
+        ([str(broken)], "not a readable PDF"),
+    ]
+    index = get_settings().local_search.index_path
+    for arguments, message in cases:
+        assert main(arguments) == EXIT_BAD_INPUT
+        assert message in capsys.readouterr().err
+    assert not index.exists(), "nothing was written"
+    assert not list(index.parent.glob("*.tmp-*")), "no temporary file left behind"
+
+
+async def test_an_interrupted_run_leaves_the_previous_index(
+    tmp_path: Path, embedding_script: EmbeddingScript, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = get_settings().local_search.index_path
+    docs = write_documents(tmp_path / "docs")
+    await build_index(docs, index)
+    before = index.read_bytes()
+    (docs / "new.md").write_text("# New\n\nA new document.\n")
+
+    async def interrupted(**kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedding_script, "create", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        await build_index(docs, index)
+    assert index.read_bytes() == before
+    assert [name for name in os.listdir(index.parent) if ".tmp-" in name] == []
+
+
+def test_collect_files_names_documents_relative_to_the_folder(tmp_path: Path) -> None:
+    docs = write_documents(tmp_path / "docs")
+    (docs / "sub").mkdir()
+    (docs / "sub" / "extra.md").write_text("# Extra\n\nMore.\n")
+    (docs / ".hidden.md").write_text("# Hidden\n")
+    files = collect_files([docs])
+    assert sorted(files) == sorted([*SAMPLE_DOCUMENTS, "sub/extra.md"])
+    chunks = chunk_documents(files, size=200, overlap=40)
+    assert "sub_extra_md-0000" in {chunk.id for chunk in chunks}
+    with pytest.raises(IngestError):
+        collect_files([tmp_path / "nope"])
+
+
+def test_evaluation_set_is_well_formed() -> None:
+    questions = load_questions(PROJECT_ROOT / "data" / "eval" / "questions.jsonl")
+    documents = {path.name for path in (PROJECT_ROOT / "data" / "docs").iterdir()}
+    assert len(questions) >= 25
+    assert all(question.expected <= documents for question in questions)
+    assert first_relevant_rank(["a.md", "b.md"], frozenset({"b.md"})) == 2

