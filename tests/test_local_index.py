@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def test_chunks_respect_size_and_overlap() -> None:
     chunks = chunk_text(" ".join(sentences), size=50, overlap=12)
     assert len(chunks) > 5
     assert all(count_tokens(chunk) <= 50 for chunk in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.splitlines()[0] == before.splitlines()[-1], "each chunk repeats the last sentence before it"
     text = " ".join(chunk.replace("\n", " ") for chunk in chunks)
     assert all(sentence in text for sentence in sentences), "nothing is lost"
@@ -115,7 +116,7 @@ async def test_the_index_is_reloaded_when_ingest_replaces_it(local_index: Path, 
 
 async def test_missing_index_and_other_embedding_model(local_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = LocalIndexRetriever(local_index.with_name("absent.sqlite"), get_services().openai.embedder)
-    with pytest.raises(UpstreamError, match="python -m chat.ingest") as raised:
+    with pytest.raises(UpstreamError, match=r"python -m chat\.ingest") as raised:
         await missing.search("x", top=1, mode="text", semantic_ranker=None)
     assert raised.value.code == "index_missing"
     monkeypatch.setenv("LOCAL_EMBEDDING_MODEL", "another-model")
