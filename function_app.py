@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
-from starlette.background import BackgroundTask
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 from chat import web
 from chat.errors import ChatError, InvalidRequest, NotConfigured
@@ -20,13 +19,10 @@ from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
 from chat.settings import ConfigurationError, LimitSettings
-from chat.streaming import ndjson_stream, report
+from chat.streaming import STREAM_HEADERS, NdjsonStreamingResponse, ndjson_lines, report
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-# Proxies must pass each line on as it comes; compression would buffer it.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-NDJSON = "application/x-ndjson"
 # Gateway statuses for upstream failures of the non-streaming route.
 UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_throttled": 429}
 
@@ -70,11 +66,8 @@ async def chat_stream(req: Request) -> Response:
         request = await _read_chat_request(req, services.settings.limits)
     except ChatError as error:
         return _error_response(error)
-    events = answer(request, services.openai.chat, services.retriever)
-    lines = ndjson_stream(events, request.session_state, services.settings.limits.stream_heartbeat_seconds)
-    # The background task runs after the stream, also when the client left mid-way: closing the
-    # generator cancels the pipeline and with it the upstream call.
-    return StreamingResponse(lines, media_type=NDJSON, headers=STREAM_HEADERS, background=BackgroundTask(lines.aclose))
+    lines = ndjson_lines(answer(request, services.openai.chat, services.retriever), request.session_state)
+    return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds, headers=STREAM_HEADERS)
 
 
 @app.route(route="api/chat", methods=["POST"])

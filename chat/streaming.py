@@ -1,20 +1,25 @@
-"""Turn the pipeline's events into the NDJSON byte stream: heartbeats, the error line, cleanup.
+"""Frame the pipeline's events as the NDJSON response: encoding, heartbeats, the error line, cleanup.
 
 Once the first line is out the HTTP status is 200, so a failure can only be reported as one
-last ``{"delta":{},"error":...}`` line; every path out of ``ndjson_stream`` ends the stream
-with whole lines. The pipeline runs in its own task so the stream can send a heartbeat while
-an upstream call is slow, and so that closing the stream (client gone) cancels that task,
-which closes the upstream connection.
+last ``{"delta":{},"error":...}`` line; every path out of ``ndjson_lines`` ends the stream
+with whole lines. The pipeline runs in the response's own task: when the client goes away,
+starlette cancels that task, the cancellation reaches the pipeline's pending upstream read,
+and leaving the SDK's ``async with`` closes the upstream connection.
+
+Heartbeats come from a timer rather than from a task that races each event against a
+timeout: a slow model is rare, tokens are not, and the timer costs nothing per token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from chat.errors import INTERNAL_ERROR_MESSAGE, ChatError
 from chat.events import ChatEvent
@@ -22,49 +27,9 @@ from chat.protocol import HEARTBEAT_LINE, StreamEncoder, encode_error
 
 logger = logging.getLogger(__name__)
 
-# Events the pipeline may run ahead of a slow client before it waits (backpressure).
-PUMP_QUEUE_SIZE = 64
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    error: Exception
-
-
-_END = object()
-_HEARTBEAT = object()
-
-
-async def _pump(events: AsyncIterator[ChatEvent], queue: asyncio.Queue[object]) -> None:
-    async with aclosing(events):  # type: ignore[type-var]  # async generators have aclose()
-        try:
-            async for event in events:
-                await queue.put(event)
-        except Exception as error:
-            await queue.put(_Failed(error))
-            return
-    await queue.put(_END)
-
-
-async def _with_heartbeats(events: AsyncIterator[ChatEvent], interval: float) -> AsyncIterator[object]:
-    """The events, with ``_HEARTBEAT`` whenever ``interval`` seconds pass without one."""
-    queue: asyncio.Queue[object] = asyncio.Queue(PUMP_QUEUE_SIZE)
-    pump = asyncio.create_task(_pump(events, queue))
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(interval):
-                    item = await queue.get()
-            except TimeoutError:
-                yield _HEARTBEAT
-                continue
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        pump.cancel()
+NDJSON = "application/x-ndjson"
+# Proxies must pass each line on as it comes; compression would buffer it.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def report(error: Exception) -> ChatError:
@@ -77,13 +42,66 @@ def report(error: Exception) -> ChatError:
     return ChatError(INTERNAL_ERROR_MESSAGE)
 
 
-async def ndjson_stream(
-    events: AsyncIterator[ChatEvent], session_state: Any, heartbeat_seconds: float
-) -> AsyncGenerator[bytes, None]:
-    """The response body of ``/api/chat/stream``: one line per event, ending in success or an error line."""
+async def ndjson_lines(events: AsyncIterator[ChatEvent], session_state: Any) -> AsyncGenerator[bytes, None]:
+    """One line per event, ending with the last event or with an error line."""
     encoder = StreamEncoder(session_state)
     try:
-        async for item in _with_heartbeats(events, heartbeat_seconds):
-            yield HEARTBEAT_LINE if item is _HEARTBEAT else encoder.encode(item)  # type: ignore[arg-type]
+        async for event in events:
+            yield encoder.encode(event)
     except Exception as error:
         yield encode_error(report(error))
+
+
+async def _send_heartbeat(send: Send) -> None:
+    await send({"type": "http.response.body", "body": HEARTBEAT_LINE, "more_body": True})
+
+
+class NdjsonStreamingResponse(StreamingResponse):
+    """A StreamingResponse of NDJSON lines that sends a heartbeat line after ``heartbeat_seconds`` of silence.
+
+    The heartbeat keeps proxies and Azure's load balancer (230 s idle limit) from closing a
+    stream whose model is slow to answer. Sends from the timer and from the body cannot tear
+    a line: each ASGI send writes one whole line.
+    """
+
+    def __init__(
+        self,
+        lines: AsyncGenerator[bytes, None],
+        heartbeat_seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        # Runs after the stream, also when the client left: closes the generator, and so the pipeline.
+        super().__init__(lines, media_type=NDJSON, headers=headers, background=BackgroundTask(lines.aclose))
+        self._heartbeat_seconds = heartbeat_seconds
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        loop = asyncio.get_running_loop()
+        interval = self._heartbeat_seconds
+        last_sent = loop.time()
+        beating: set[asyncio.Task[None]] = set()
+        timer: asyncio.TimerHandle
+
+        def beat() -> None:
+            """Due since the last line: send a heartbeat (unless one is still on its way) and look again later."""
+            nonlocal timer
+            due = last_sent + interval
+            if loop.time() < due:
+                timer = loop.call_at(due, beat)
+                return
+            if not beating:
+                task = loop.create_task(_send_heartbeat(send))
+                beating.add(task)
+                task.add_done_callback(beating.discard)
+            timer = loop.call_later(interval, beat)
+
+        timer = loop.call_later(interval, beat)
+        try:
+            async for line in self.body_iterator:
+                last_sent = loop.time()
+                await send({"type": "http.response.body", "body": line, "more_body": True})
+        finally:
+            timer.cancel()
+            for task in beating:
+                task.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
