@@ -13,7 +13,7 @@ from typing import Any
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
-from chat import web
+from chat import telemetry, web
 from chat.errors import ChatError, InvalidRequest, NotConfigured
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
@@ -66,7 +66,8 @@ async def chat_stream(req: Request) -> Response:
         request = await _read_chat_request(req, services.settings.limits)
     except ChatError as error:
         return _error_response(error)
-    lines = ndjson_lines(answer(request, services.openai.chat, services.retriever), request.session_state)
+    events = telemetry.observed(answer(request, services.openai.chat, services.retriever))
+    lines = ndjson_lines(events, request.session_state)
     return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds, headers=STREAM_HEADERS)
 
 
@@ -80,7 +81,7 @@ async def chat(req: Request) -> Response:
         return _error_response(error)
     completion = CompletionBuilder(request.session_state)
     try:
-        async for event in answer(request, services.openai.chat, services.retriever):
+        async for event in telemetry.observed(answer(request, services.openai.chat, services.retriever)):
             completion.add(event)
     except Exception as error:
         failure = report(error)

@@ -15,6 +15,7 @@ from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 
+from chat import telemetry
 from chat.errors import ChatError
 from chat.providers.azure_search import AzureSearchRetriever, search_client
 from chat.providers.identity import azure_credential
@@ -80,6 +81,7 @@ async def _timed(check: Callable[[], Awaitable[str]]) -> dict[str, Any]:
 
 
 def build_services(settings: Settings) -> Services:
+    telemetry.configure(settings)
     credential = azure_credential(settings.identity) if settings.mode.uses_azure else None
     openai_clients = build_openai_clients(settings, credential)
     retriever: Retriever
