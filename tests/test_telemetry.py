@@ -74,7 +74,7 @@ async def test_spans_per_stage_and_token_metrics_without_content(
     }
     tokens = {point.attributes["chat.token.kind"]: point.value for point in metrics["chat.tokens"].data.data_points}  # type: ignore[index,union-attr]
     assert tokens == {"prompt": 150, "completion": 14}
-    [outcome] = metrics["chat.answers"].data.data_points  # type: ignore[union-attr]
+    [outcome] = metrics["chat.answers"].data.data_points
     assert outcome.attributes == {"chat.outcome": "completed"}
 
 
