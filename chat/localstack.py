@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=7071, help="port of the local host (page and API)")
     parser.add_argument("--no-ingest", action="store_true", help="do not bring the local index up to date")
+    parser.add_argument("--no-host", action="store_true", help="start only the model servers (for `func start`)")
     args = parser.parse_args(argv)
 
     from chat import devserver, ingest
@@ -178,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 status = ingest.main([str(SAMPLE_DOCUMENTS), "--prune"])
                 if status != 0:
                     return status
+            if args.no_host:
+                print("Model servers are up; run `func start` in another terminal. Ctrl-C stops them.", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    signal.pause()
+                return 0
             url = f"http://127.0.0.1:{args.port}"
             print(f"\nChat page: {url}/\nStreaming API: POST {url}/api/chat/stream\nHealth: {url}/api/health")
             print("Press Ctrl-C to stop.\n", flush=True)

@@ -144,10 +144,6 @@ UPLOAD_ATTEMPTS = 4
 _RETRYABLE_STATUS = frozenset({409, 422, 429, 500, 502, 503})
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class AzureIndexWriter:
     """Creates or updates the Azure AI Search index and keeps it in step with the ingested documents."""
 
@@ -166,7 +162,8 @@ class AzureIndexWriter:
                 return {}
             filter_ = None
             if documents is not None:
-                filter_ = " or ".join(f"document eq {_quoted(document)}" for document in sorted(documents))
+                names = "|".join(sorted(documents)).replace("'", "''")
+                filter_ = f"search.in(document, '{names}', '|')"
             results = await self._client.search(
                 search_text="*", filter=filter_, select=["id", "document", "content_hash"]
             )
