@@ -95,8 +95,9 @@ def test_ingest_creates_the_index_and_uploads_keylessly(
     assert set(fields) == {"id", "title", "source", "document", "content_hash", "content", "embedding"}
     assert fields["id"].key
     assert fields["embedding"].vector_search_dimensions == 384
-    assert azure_index.schema.semantic_search is not None
-    assert azure_index.schema.semantic_search.configurations[0].name == "default"
+    semantic = azure_index.schema.semantic_search
+    assert semantic is not None and semantic.configurations is not None
+    assert semantic.configurations[0].name == "default"
     assert len(azure_index.documents) == 5
     assert ("sleep", 1) in azure_index.calls, "throttled documents are retried with backoff"
     uploaded = next(iter(azure_index.documents.values()))
