@@ -678,7 +678,7 @@ def test_funcignore_keeps(path: str) -> None:
         "tests/test_infra.py",
         "benchmarks/run.py",
         "infra/main.bicep",
-        "docs/deploy.md",
+        "docs/web.md",
         "data/docs/guide.md",
         "data/index.sqlite",
         "node_modules/x/index.js",
