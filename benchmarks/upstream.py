@@ -47,7 +47,20 @@ Send = Callable[[Message], Awaitable[None]]
 EMBEDDING_DIMENSIONS = 384
 QUERY_REPLY = "pizza recipes with mushroom and pineapple"
 FOLLOWUP_REPLY = "What oven temperature should I use?\nCan I make the dough a day ahead?\nWhich cheese melts best?"
-WORDS = ("Sure", "!", " Here", "'s", " a", " pizza", " with", " mushroom", " and", " pineapple", " [mushroom-pineapple.md]", ".")
+WORDS = (
+    "Sure",
+    "!",
+    " Here",
+    "'s",
+    " a",
+    " pizza",
+    " with",
+    " mushroom",
+    " and",
+    " pineapple",
+    " [mushroom-pineapple.md]",
+    ".",
+)
 _DIRECTIVE = re.compile(r"\[\[upstream ([^\]]*)\]\]")
 
 
