@@ -21,6 +21,8 @@ Directives:
     retry_after=S      with fail=status: the Retry-After header
     delay=SECONDS      delay before answering a non-streamed call (the query rewrite)
 
+Process options only: --embed-delay (embeddings calls carry no directive, just the query).
+
 GET /_stats returns counters, including ``cancelled``: streams whose client went away
 before the end (what the disconnect tests look for), with the time each was noticed.
 """
@@ -77,16 +79,19 @@ class Behaviour:
     times: int = 1_000_000
     retry_after: float = 0.0
     delay: float = 0.0
+    embed_delay: float = 0.0
 
     def override(self, text: str) -> Behaviour:
+        """This behaviour changed by the directive in ``text``; ValueError names a key it does not know."""
         match = _DIRECTIVE.search(text)
         if not match:
             return self
         changes: dict[str, Any] = {}
         for pair in match.group(1).split():
             key, _, value = pair.partition("=")
-            current = getattr(self, key)
-            changes[key] = type(current)(value)
+            if key not in self.__dataclass_fields__:
+                raise ValueError(f"unknown upstream directive {key!r}")
+            changes[key] = type(getattr(self, key))(value)
         return replace(self, **changes)
 
 
@@ -166,6 +171,7 @@ class SimulatedUpstream:
 
     async def _embeddings(self, send: Send, request: dict[str, Any]) -> None:
         self.stats.requests["embeddings"] += 1
+        await asyncio.sleep(self.behaviour.embed_delay)
         texts = request.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
         data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(texts)]
@@ -176,7 +182,11 @@ class SimulatedUpstream:
         messages = request.get("messages") or []
         last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
-        behaviour = self.behaviour.override(last_user)
+        try:
+            behaviour = self.behaviour.override(last_user)
+        except ValueError as error:
+            await _json(send, 400, {"error": {"message": str(error)}})
+            return
         streamed = bool(request.get("stream"))
         kind = "answer" if streamed else ("followups" if "follow-up" in system else "query")
         self.stats.requests[kind] += 1
@@ -227,6 +237,8 @@ class SimulatedUpstream:
             await send({"type": "http.response.body", "body": data, "more_body": more})
 
         await asyncio.sleep(behaviour.ttft)
+        loop = asyncio.get_running_loop()
+        first_chunk_at = loop.time()
         interval = behaviour.chunk / behaviour.tps
         sent = 0
         while sent < behaviour.tokens:
@@ -242,7 +254,8 @@ class SimulatedUpstream:
             await body(_chunk_bytes(completion_id, pieces, None))
             sent += behaviour.chunk
             if sent < behaviour.tokens:
-                await asyncio.sleep(interval)
+                # Paced against the first chunk, so a busy event loop does not stretch the rate.
+                await asyncio.sleep(max(0.0, first_chunk_at + (sent / behaviour.chunk) * interval - loop.time()))
         await body(_chunk_bytes(completion_id, None, "stop"))
         await body(_usage_bytes(completion_id, 50, sent))
         await body(b"data: [DONE]\n\n", more=False)
@@ -290,8 +303,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tps", type=float, default=defaults.tps)
     parser.add_argument("--tokens", type=int, default=defaults.tokens)
     parser.add_argument("--chunk", type=int, default=defaults.chunk)
+    parser.add_argument("--delay", type=float, default=defaults.delay, help="query rewrite answer delay")
+    parser.add_argument("--embed-delay", type=float, default=defaults.embed_delay)
     args = parser.parse_args(argv)
-    behaviour = Behaviour(ttft=args.ttft, tps=args.tps, tokens=args.tokens, chunk=args.chunk)
+    behaviour = Behaviour(
+        ttft=args.ttft,
+        tps=args.tps,
+        tokens=args.tokens,
+        chunk=args.chunk,
+        delay=args.delay,
+        embed_delay=args.embed_delay,
+    )
     uvicorn.run(SimulatedUpstream(behaviour), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -94,6 +94,25 @@ def _limits(info: ValidationInfo) -> LimitSettings | None:
     return (info.context or {}).get("limits")
 
 
+# Deeper JSON than this is refused: the protocol needs a few levels, and sessionState is echoed
+# back, so an unbounded nesting would reach the encoders' recursion limits (orjson stops at 254).
+MAX_JSON_DEPTH = 64
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects deeper than ``limit``; iterative, so any depth is safe."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
 def parse_chat_request(body: bytes, limits: LimitSettings) -> ChatRequest:
     """Decode and validate a request body, raising InvalidRequest with a readable reason."""
     try:
@@ -102,6 +121,8 @@ def parse_chat_request(body: bytes, limits: LimitSettings) -> ChatRequest:
         raise InvalidRequest(f"The body is not valid JSON: {error.msg}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object with a 'messages' list.")
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"The body nests objects or lists deeper than {MAX_JSON_DEPTH} levels.")
     try:
         return ChatRequest.model_validate(data, context={"limits": limits})
     except ValidationError as error:

@@ -30,6 +30,20 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
     ("invalid utf-8", b'{"messages": "\xff\xfe"}', JSON, 400, "invalid_json"),
     ("deep nesting", b"[" * 1500 + b"]" * 1500, JSON, 400, "invalid_json"),
     ("not an object", b"[1, 2]", JSON, 400, INVALID),
+    (
+        "deep session state",
+        b'{"messages": [{"role": "user", "content": "hi"}], "sessionState": ' + b"[" * 300 + b"]" * 300 + b"}",
+        JSON,
+        400,
+        INVALID,
+    ),
+    (
+        "deep context",
+        b'{"messages": [{"role": "user", "content": "hi"}], "context": ' + b'{"a":' * 100 + b"1" + b"}" * 101,
+        JSON,
+        400,
+        INVALID,
+    ),
     ("wrong content type", body(messages=[USER]), "text/plain", 415, "unsupported_media_type"),
     ("form content type", b"messages=hi", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ("missing messages", body(context={}), JSON, 400, INVALID),
@@ -82,13 +96,19 @@ async def test_bad_input(
     assert "Traceback" not in response.text
 
 
-async def test_messages_name_the_problem(client: httpx.AsyncClient) -> None:
-    system = await client.post("/api/chat", content=CASES[9][1], headers={"content-type": "application/json"})
-    assert "system" in system.json()["error"]["message"]
-    last = await client.post("/api/chat", content=CASES[11][1], headers={"content-type": "application/json"})
-    assert "last message must be from the user" in last.json()["error"]["message"]
-    long = await client.post("/api/chat", content=CASES[15][1], headers={"content-type": "application/json"})
-    assert "messages.0.content" in long.json()["error"]["message"]
+@pytest.mark.parametrize(
+    ("name", "phrase"),
+    [
+        ("system role", "role 'system' is set by the server"),
+        ("last from assistant", "the last message must be from the user"),
+        ("message too long", "messages.0.content: content is longer than 200 characters"),
+        ("deep session state", "deeper than 64 levels"),
+    ],
+)
+async def test_messages_name_the_problem(client: httpx.AsyncClient, name: str, phrase: str) -> None:
+    [payload] = [case[1] for case in CASES if case[0] == name]
+    response = await client.post("/api/chat", content=payload, headers={"content-type": JSON})
+    assert phrase in response.json()["error"]["message"]
 
 
 async def test_body_too_large_without_content_length(client: httpx.AsyncClient) -> None:
