@@ -58,6 +58,7 @@ class _Clock:
 
 
 def _history(messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    """The last turns as model messages (one literal per role, so the SDK's TypedDicts type-check)."""
     history: list[ChatCompletionMessageParam] = []
     for message in messages[-HISTORY_MESSAGES:]:
         if message.role == "user":
