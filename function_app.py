@@ -9,7 +9,6 @@ because each returns either a stream or a JSON error. The RAG logic lives in cha
 from __future__ import annotations
 
 import gc
-from typing import Any
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
@@ -28,7 +27,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_throttled": 429}
 
 
-def _error_response(error: ChatError, status: int | None = None) -> Any:
+def _error_response(error: ChatError, status: int | None = None) -> Response:
     return JSONResponse(error_body(error), status_code=status or error.status)
 
 
@@ -59,12 +58,16 @@ async def _read_chat_request(req: Request, limits: LimitSettings) -> ChatRequest
     return parse_chat_request(bytes(body), limits)
 
 
+async def _services_and_request(req: Request) -> tuple[Services, ChatRequest]:
+    services = _services()
+    return services, await _read_chat_request(req, services.settings.limits)
+
+
 @app.route(route="api/chat/stream", methods=["POST"])
 async def chat_stream(req: Request) -> Response:
     """The answer and the stages of its work as NDJSON lines, each sent as soon as it exists."""
     try:
-        services = _services()
-        request = await _read_chat_request(req, services.settings.limits)
+        services, request = await _services_and_request(req)
     except ChatError as error:
         return _error_response(error)
     events = telemetry.observed(answer(request, services.openai.chat, services.retriever))
@@ -76,8 +79,7 @@ async def chat_stream(req: Request) -> Response:
 async def chat(req: Request) -> Response:
     """The same pipeline, answered as one JSON object, for clients and hosts that cannot stream."""
     try:
-        services = _services()
-        request = await _read_chat_request(req, services.settings.limits)
+        services, request = await _services_and_request(req)
     except ChatError as error:
         return _error_response(error)
     completion = CompletionBuilder(request.session_state)

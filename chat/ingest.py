@@ -30,7 +30,7 @@ from chat.documents import SUPPORTED_SUFFIXES, DocumentError, read_document
 from chat.errors import ChatError
 from chat.providers.identity import azure_credential
 from chat.providers.llm import Embedder, build_openai_clients
-from chat.providers.retriever import IndexedChunk, IndexWriter
+from chat.providers.retriever import Chunk, IndexedChunk, IndexWriter
 from chat.settings import ConfigurationError, Settings, get_settings
 
 Target = Literal["local", "azure"]
@@ -43,20 +43,6 @@ EXIT_FAILED = 1
 
 class IngestError(Exception):
     """Bad input to ingest (missing path, unreadable document, nothing to ingest)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PendingChunk:
-    id: str
-    document: str
-    title: str
-    source: str
-    content: str
-    content_hash: str
-
-    @property
-    def embedding_text(self) -> str:
-        return f"{self.title}\n{self.content}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +89,8 @@ def _chunk_id(document: str, number: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', document)}-{number:04d}"
 
 
-def chunk_documents(files: dict[str, Path], size: int, overlap: int) -> list[PendingChunk]:
-    chunks: list[PendingChunk] = []
+def chunk_documents(files: dict[str, Path], size: int, overlap: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
     for document, path in files.items():
         try:
             sections = read_document(path, document)
@@ -115,7 +101,7 @@ def chunk_documents(files: dict[str, Path], size: int, overlap: int) -> list[Pen
             for content in chunk_text(section.text, size, overlap):
                 digest = hashlib.sha256(f"{section.title}\n{section.source}\n{content}".encode()).hexdigest()[:32]
                 chunks.append(
-                    PendingChunk(_chunk_id(document, number), document, section.title, section.source, content, digest)
+                    Chunk(_chunk_id(document, number), document, section.title, section.source, content, digest)
                 )
                 number += 1
         if number == 0:
@@ -123,9 +109,7 @@ def chunk_documents(files: dict[str, Path], size: int, overlap: int) -> list[Pen
     return chunks
 
 
-async def embed_chunks(
-    chunks: list[PendingChunk], embedder: Embedder, batch_size: int, progress: bool
-) -> list[IndexedChunk]:
+async def embed_chunks(chunks: list[Chunk], embedder: Embedder, batch_size: int, progress: bool) -> list[IndexedChunk]:
     indexed: list[IndexedChunk] = []
     with tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=not progress or not chunks) as bar:
         for start in range(0, len(chunks), batch_size):
@@ -140,7 +124,7 @@ async def embed_chunks(
 
 
 async def ingest(
-    chunks: list[PendingChunk],
+    chunks: list[Chunk],
     writer: IndexWriter,
     embedder: Embedder,
     *,

