@@ -9,6 +9,7 @@ because each returns either a stream or a JSON error. The RAG logic lives in cha
 from __future__ import annotations
 
 import gc
+import logging
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
@@ -19,16 +20,14 @@ from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
 from chat.settings import ConfigurationError, LimitSettings
-from chat.streaming import STREAM_HEADERS, NdjsonStreamingResponse, ndjson_lines, report
+from chat.streaming import NdjsonStreamingResponse, ndjson_lines, report
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-
-# Gateway statuses for upstream failures of the non-streaming route.
-UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_throttled": 429}
+logger = logging.getLogger(__name__)
 
 
-def _error_response(error: ChatError, status: int | None = None) -> Response:
-    return JSONResponse(error_body(error), status_code=status or error.status)
+def _error_response(error: ChatError) -> Response:
+    return JSONResponse(error_body(error), status_code=error.status)
 
 
 def _services() -> Services:
@@ -36,6 +35,9 @@ def _services() -> Services:
         return get_services()
     except ConfigurationError as error:
         raise NotConfigured(str(error)) from error
+    except Exception as error:  # any other failure to build the clients is a broken deployment, not a 500
+        logger.exception("could not build the app's clients")
+        raise NotConfigured("The server could not set up its model and search clients; see its log.") from error
 
 
 async def _read_chat_request(req: Request, limits: LimitSettings) -> ChatRequest:
@@ -72,7 +74,7 @@ async def chat_stream(req: Request) -> Response:
         return _error_response(error)
     events = telemetry.observed(answer(request, services.openai.chat, services.retriever))
     lines = ndjson_lines(events, request.session_state)
-    return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds, headers=STREAM_HEADERS)
+    return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds)
 
 
 @app.route(route="api/chat", methods=["POST"])
@@ -87,8 +89,7 @@ async def chat(req: Request) -> Response:
         async for event in telemetry.observed(answer(request, services.openai.chat, services.retriever)):
             completion.add(event)
     except Exception as error:
-        failure = report(error)
-        return _error_response(failure, UPSTREAM_STATUS.get(failure.code))
+        return _error_response(report(error))
     return JSONResponse(completion.build())
 
 

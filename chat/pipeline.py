@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -78,8 +79,13 @@ def _clean_query(text: str, question: str) -> str:
     return query if query and len(query.split()) <= len(question.split()) else question
 
 
-def _sources_text(results: list[SearchResult]) -> str:
-    return "\n".join(f"[{result.source}]: {' '.join(result.content.split())}" for result in results)
+def _flat(text: str) -> str:
+    """Text on one line, runs of white space folded."""
+    return " ".join(text.split())
+
+
+def _sources_text(results: list[SearchResult], texts: list[str]) -> str:
+    return "\n".join(f"[{result.source}]: {text}" for result, text in zip(results, texts, strict=True))
 
 
 def _parse_followups(text: str) -> list[str]:
@@ -87,8 +93,8 @@ def _parse_followups(text: str) -> list[str]:
     return [question for question in questions if question.endswith("?")][:3]
 
 
-def _result_summary(result: SearchResult) -> dict[str, str]:
-    snippet = " ".join(result.content.split())
+def _result_summary(result: SearchResult, text: str) -> dict[str, str]:
+    snippet = text
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
     return {"id": result.id, "title": result.title, "source": result.source, "snippet": snippet}
@@ -100,7 +106,7 @@ async def answer(
     retriever: Retriever,
     *,
     now: Callable[[], float] = time.perf_counter,
-) -> AsyncIterator[ChatEvent]:
+) -> AsyncGenerator[ChatEvent, None]:
     """Answer the last user message of ``request`` from the documents, one event at a time."""
     clock = _Clock(now)
     overrides = request.context.overrides
@@ -125,11 +131,12 @@ async def answer(
         semantic_ranker=overrides.semantic_ranker,
     )
     title = f"Found {len(results)} result{'' if len(results) == 1 else 's'}"
-    summaries = [_result_summary(result) for result in results]
+    texts = [_flat(result.content) for result in results]
+    summaries = [_result_summary(result, text) for result, text in zip(results, texts, strict=True)]
     yield Stage("search", "done", title, clock.elapsed_ms(), {"results": summaries})
 
     yield Stage("answer", "started", "Generating answer", clock.elapsed_ms())
-    sources = _sources_text(results)
+    sources = _sources_text(results, texts)
     answer_messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": ANSWER_PROMPT},
         *history[:-1],
@@ -147,8 +154,9 @@ async def answer(
         return
 
     outcome = StreamOutcome(usage=usage)
-    async for text in model.stream(answer_messages, temperature=overrides.temperature, outcome=outcome):
-        yield AnswerDelta(text)
+    async with aclosing(model.stream(answer_messages, temperature=overrides.temperature, outcome=outcome)) as tokens:
+        async for text in tokens:
+            yield AnswerDelta(text)
 
     if overrides.suggest_followup_questions:
         followups = await model.complete(

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
+from openai import AsyncOpenAI
 
 from chat import telemetry
 from chat.errors import ChatError
@@ -21,7 +24,7 @@ from chat.providers.azure_search import AzureSearchRetriever, search_client
 from chat.providers.identity import azure_credential
 from chat.providers.llm import OpenAIClients, build_openai_clients
 from chat.providers.retriever import Retriever
-from chat.settings import Settings, get_settings
+from chat.settings import ConfigurationError, Settings, get_settings
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 
@@ -34,20 +37,24 @@ class Services:
     credential: AsyncTokenCredential | None = field(default=None)
 
     async def aclose(self) -> None:
-        await self.openai.aclose()
-        await self.retriever.aclose()
-        if self.credential is not None:
-            await self.credential.close()
+        """Close every client, even when closing one of them fails."""
+        async with AsyncExitStack() as stack:
+            if self.credential is not None:
+                stack.push_async_callback(self.credential.close)
+            stack.push_async_callback(self.retriever.aclose)
+            stack.push_async_callback(self.openai.aclose)
 
     async def health(self) -> dict[str, Any]:
         """Which providers are configured and whether each answers; checked in parallel, bounded in time."""
         mode = self.settings.mode
+        chat, embedder = self.openai.chat, self.openai.embedder
         checks: dict[str, tuple[dict[str, str], Callable[[], Awaitable[str]]]] = {
-            "chat": ({"host": mode.openai_host, "model": self.openai.chat.model}, self._chat_check),
+            "chat": ({"host": mode.openai_host, "model": chat.model}, partial(list_models, chat.client)),
             "search": ({"host": mode.search_host}, self.retriever.check),
         }
-        if self.openai.embedder.client is not self.openai.chat.client:
-            checks["embeddings"] = ({"host": mode.openai_host, "model": self.openai.embedder.model}, self._embed_check)
+        if self.openai.separate_embeddings:
+            about = {"host": mode.openai_host, "model": embedder.model}
+            checks["embeddings"] = (about, partial(list_models, embedder.client))
         outcomes = await asyncio.gather(*(_timed(check) for _, check in checks.values()))
         providers = {
             name: {**about, **outcome} for (name, (about, _)), outcome in zip(checks.items(), outcomes, strict=True)
@@ -55,14 +62,9 @@ class Services:
         healthy = all(provider["ok"] for provider in providers.values())
         return {"status": "ok" if healthy else "unavailable", "providers": providers}
 
-    async def _chat_check(self) -> str:
-        return await _list_models(self.openai.chat.client)
 
-    async def _embed_check(self) -> str:
-        return await _list_models(self.openai.embedder.client)
-
-
-async def _list_models(client: Any) -> str:
+async def list_models(client: AsyncOpenAI) -> str:
+    """Whether an OpenAI-compatible server answers: its model list, without retries."""
     page = await client.with_options(max_retries=0, timeout=HEALTH_TIMEOUT_SECONDS).models.list()
     return f"{len(page.data)} models"
 
@@ -94,8 +96,11 @@ def build_services(settings: Settings) -> Services:
             timeout_seconds=settings.limits.search_timeout_seconds,
         )
     else:
-        from chat.providers.local_index import LocalIndexRetriever  # numpy: only installed for local mode
-
+        try:
+            from chat.providers.local_index import LocalIndexRetriever  # numpy: only installed for local mode
+        except ImportError as error:
+            message = "SEARCH_HOST=local needs requirements-local.txt (numpy); in Azure set SEARCH_HOST=azure"
+            raise ConfigurationError(message) from error
         retriever = LocalIndexRetriever(settings.local_search.index_path, openai_clients.embedder)
     return Services(settings, openai_clients, retriever, credential)
 

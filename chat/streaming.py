@@ -4,7 +4,9 @@ Once the first line is out the HTTP status is 200, so a failure can only be repo
 last ``{"delta":{},"error":...}`` line; every path out of ``ndjson_lines`` ends the stream
 with whole lines. The pipeline runs in the response's own task: when the client goes away,
 starlette cancels that task, the cancellation reaches the pipeline's pending upstream read,
-and leaving the SDK's ``async with`` closes the upstream connection.
+and leaving the SDK's ``async with`` closes the upstream connection. If the client leaves
+while a line is being sent instead, the response's background task closes the generators,
+each closing the one it reads (``aclosing``), down to the upstream call.
 
 Heartbeats come from a timer rather than from a task that races each event against a
 timeout: a slow model is rare, tokens are not, and the timer costs nothing per token.
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -42,12 +45,13 @@ def report(error: Exception) -> ChatError:
     return ChatError(INTERNAL_ERROR_MESSAGE)
 
 
-async def ndjson_lines(events: AsyncIterator[ChatEvent], session_state: Any) -> AsyncGenerator[bytes, None]:
+async def ndjson_lines(events: AsyncGenerator[ChatEvent, None], session_state: Any) -> AsyncGenerator[bytes, None]:
     """One line per event, ending with the last event or with an error line."""
     encoder = StreamEncoder(session_state)
     try:
-        async for event in events:
-            yield encoder.encode(event)
+        async with aclosing(events):
+            async for event in events:
+                yield encoder.encode(event)
     except Exception as error:
         yield encode_error(report(error))
 
@@ -64,14 +68,9 @@ class NdjsonStreamingResponse(StreamingResponse):
     a line: each ASGI send writes one whole line.
     """
 
-    def __init__(
-        self,
-        lines: AsyncGenerator[bytes, None],
-        heartbeat_seconds: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, lines: AsyncGenerator[bytes, None], heartbeat_seconds: float) -> None:
         # Runs after the stream, also when the client left: closes the generator, and so the pipeline.
-        super().__init__(lines, media_type=NDJSON, headers=headers, background=BackgroundTask(lines.aclose))
+        super().__init__(lines, media_type=NDJSON, headers=STREAM_HEADERS, background=BackgroundTask(lines.aclose))
         self._heartbeat_seconds = heartbeat_seconds
 
     async def stream_response(self, send: Send) -> None:

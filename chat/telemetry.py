@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -24,22 +25,30 @@ from chat.events import AnswerDelta, ChatEvent, Completed, Stage
 from chat.settings import Settings
 
 logger = logging.getLogger(__name__)
-_enabled = False
+# The process's instruments once telemetry is configured; None means off.
+_instruments: Instruments | None = None
 
 
 def configure(settings: Settings) -> bool:
-    """Set up the Azure Monitor exporters once per process, if a connection string is configured."""
-    global _enabled
+    """Set up the Azure Monitor exporters once per process, if a connection string is configured.
+
+    A connection string the exporter refuses is logged and leaves telemetry off: the chat works on.
+    """
+    global _instruments
     connection_string = settings.telemetry.applicationinsights_connection_string
-    if _enabled or not connection_string:
-        return _enabled
+    if _instruments is not None or not connection_string:
+        return _instruments is not None
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     client_id = settings.identity.azure_client_id
     credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
-    configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="chat")
-    _enabled = True
+    try:
+        configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="chat")
+    except ValueError:
+        logger.exception("telemetry stays off: APPLICATIONINSIGHTS_CONNECTION_STRING was refused")
+        return False
+    _instruments = Instruments()
     logger.info("telemetry goes to Application Insights")
     return True
 
@@ -59,14 +68,17 @@ class Instruments:
         self.answers = meter.create_counter("chat.answers", description="Answers by outcome")
 
 
-def observed(events: AsyncIterator[ChatEvent], instruments: Instruments | None = None) -> AsyncIterator[ChatEvent]:
+def observed(
+    events: AsyncGenerator[ChatEvent, None], instruments: Instruments | None = None
+) -> AsyncGenerator[ChatEvent, None]:
     """``events`` unchanged when telemetry is off; otherwise the same events, observed on the way."""
-    if instruments is None and not _enabled:
-        return events
-    return _observe(events, instruments or Instruments())
+    instruments = instruments or _instruments
+    return events if instruments is None else _observe(events, instruments)
 
 
-async def _observe(events: AsyncIterator[ChatEvent], instruments: Instruments) -> AsyncIterator[ChatEvent]:
+async def _observe(
+    events: AsyncGenerator[ChatEvent, None], instruments: Instruments
+) -> AsyncGenerator[ChatEvent, None]:
     # Spans are started and ended explicitly (never made "current"), since a generator may be
     # finished from another context than the one it started in.
     tracer = instruments.tracer
@@ -77,28 +89,32 @@ async def _observe(events: AsyncIterator[ChatEvent], instruments: Instruments) -
     first_token_seen = False
     outcome = "error"
     try:
-        async for event in events:
-            now = time.time_ns()
-            if isinstance(event, Stage) and event.name in ("query", "search"):
-                span = tracer.start_span(f"chat.{event.name}", context=parent, start_time=step_started)
-                span.set_attribute("chat.elapsed_ms", event.elapsed_ms)
-                if event.name == "search" and event.detail is not None:
-                    span.set_attribute("chat.results", len(event.detail.get("results", [])))
-                span.end(end_time=now)
-                step_started = now
-            elif isinstance(event, Stage) and event.name == "answer":
-                answer = tracer.start_span("chat.answer", context=parent, start_time=now)
-            elif isinstance(event, AnswerDelta) and answer is not None and not first_token_seen:
-                first_token_seen = True
-                first_token_ms = (now - started) / 1e6
-                answer.set_attribute("chat.time_to_first_token_ms", first_token_ms)
-                instruments.first_token.record(first_token_ms)
-            elif isinstance(event, Completed):
-                instruments.tokens.add(event.usage.prompt_tokens, {"chat.token.kind": "prompt"})
-                instruments.tokens.add(event.usage.completion_tokens, {"chat.token.kind": "completion"})
-                request.set_attribute("chat.finish_reason", event.finish_reason)
-                outcome = "completed"
-            yield event
+        async with aclosing(events):
+            async for event in events:
+                if first_token_seen and type(event) is AnswerDelta:
+                    yield event  # the hot path: nothing to observe on later tokens
+                    continue
+                now = time.time_ns()
+                if isinstance(event, Stage) and event.name in ("query", "search"):
+                    span = tracer.start_span(f"chat.{event.name}", context=parent, start_time=step_started)
+                    span.set_attribute("chat.elapsed_ms", event.elapsed_ms)
+                    if event.name == "search" and event.detail is not None:
+                        span.set_attribute("chat.results", len(event.detail.get("results", [])))
+                    span.end(end_time=now)
+                    step_started = now
+                elif isinstance(event, Stage) and event.name == "answer":
+                    answer = tracer.start_span("chat.answer", context=parent, start_time=now)
+                elif isinstance(event, AnswerDelta) and answer is not None and not first_token_seen:
+                    first_token_seen = True
+                    first_token_ms = (now - started) / 1e6
+                    answer.set_attribute("chat.time_to_first_token_ms", first_token_ms)
+                    instruments.first_token.record(first_token_ms)
+                elif isinstance(event, Completed):
+                    instruments.tokens.add(event.usage.prompt_tokens, {"chat.token.kind": "prompt"})
+                    instruments.tokens.add(event.usage.completion_tokens, {"chat.token.kind": "completion"})
+                    request.set_attribute("chat.finish_reason", event.finish_reason)
+                    outcome = "completed"
+                yield event
     except (asyncio.CancelledError, GeneratorExit):
         outcome = "cancelled"
         raise

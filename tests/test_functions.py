@@ -117,13 +117,10 @@ async def test_health_reports_each_provider(local_index: Path, client: httpx.Asy
 async def test_health_is_200_when_everything_answers(
     local_index: Path, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def models(self: Any) -> str:
+    async def models(client: Any) -> str:
         return "1 models"
 
-    from chat.services import Services
-
-    monkeypatch.setattr(Services, "_chat_check", models)
-    monkeypatch.setattr(Services, "_embed_check", models)
+    monkeypatch.setattr("chat.services.list_models", models)
     response = await client.get("/api/health")
     assert response.status_code == 200
     assert all(provider["ok"] for provider in response.json()["providers"].values())

@@ -196,3 +196,19 @@ async def test_model_failure_mid_stream_is_an_upstream_error(
     assert raised.value.code == "upstream_unavailable"
     assert [event.content for event in events if isinstance(event, AnswerDelta)] == ["Try", " the"]
     assert chat_script.streams[0].closed, "the upstream response is closed when the stream fails"
+
+
+async def test_closing_the_stream_mid_answer_closes_the_upstream_response_at_once(
+    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript
+) -> None:
+    """What the response's background task does when the client leaves while a line is being sent."""
+    from chat.streaming import ndjson_lines
+
+    services = get_services()
+    lines = ndjson_lines(answer(chat_request(), services.openai.chat, services.retriever), None)
+    async for line in lines:
+        if b'"content"' in line:
+            break
+    assert not chat_script.streams[0].closed
+    await lines.aclose()
+    assert chat_script.streams[0].closed, "aclose() reached the upstream response, not only the garbage collector"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -93,3 +94,17 @@ async def test_errors_are_recorded_on_the_request_span(
     [root] = [span for span in spans.get_finished_spans() if span.name == "chat.request"]
     assert root.attributes == {"chat.error_code": "upstream_unavailable"}
     assert root.status.description == "upstream_unavailable"
+
+
+async def test_a_refused_connection_string_leaves_telemetry_off(
+    local_index: Path,
+    chat_script: ChatScript,
+    embedding_script: EmbeddingScript,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "not a connection string")
+    get_settings.cache_clear()
+    assert telemetry.configure(get_settings()) is False
+    response = await client.post("/api/chat", json={"messages": [{"role": "user", "content": QUESTION}]})
+    assert response.status_code == 200

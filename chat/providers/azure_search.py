@@ -116,6 +116,7 @@ class AzureSearchRetriever:
         if self._semantic_ranker if semantic_ranker is None else semantic_ranker:
             options["query_type"] = "semantic"
             options["semantic_configuration_name"] = SEMANTIC_CONFIGURATION
+            options["semantic_query"] = query  # the ranker needs text, also in vectors-only mode
         with search_errors(self._timeout_seconds):
             results = await self._client.search(search_text=None if mode == "vectors" else query, **options)
             return [

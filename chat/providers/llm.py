@@ -9,7 +9,7 @@ pydantic model construction, most of an SSE backend's CPU per token, is skipped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -59,10 +59,10 @@ def upstream_errors(service: str, timeout_seconds: float) -> Iterator[None]:
     except (openai.APITimeoutError, httpx2.TimeoutException) as error:
         # The aiohttp transport reports a refused connection as a connect timeout, hence "reached or".
         message = f"The {service} could not be reached or did not answer within {timeout_seconds:g} seconds."
-        raise UpstreamError(message, code="upstream_timeout") from error
+        raise UpstreamError(message, code="upstream_timeout", status=504) from error
     except openai.RateLimitError as error:
         message = f"The {service} is busy (rate limited) and retries did not help. Try again shortly."
-        raise UpstreamError(message, code="upstream_throttled") from error
+        raise UpstreamError(message, code="upstream_throttled", status=429) from error
     except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
         raise UpstreamError(f"The {service} refused this app's credentials.", code="upstream_auth") from error
     except openai.BadRequestError as error:
@@ -99,7 +99,7 @@ class ChatModel:
 
     async def stream(
         self, messages: list[ChatCompletionMessageParam], *, temperature: float, outcome: StreamOutcome
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the answer's text as the model produces it; closing the generator closes the upstream call."""
         with upstream_errors("model", self._timeout_seconds):
             async with self.client.chat.completions.with_streaming_response.create(
@@ -109,23 +109,22 @@ class ChatModel:
                 stream=True,
                 stream_options={"include_usage": True},
             ) as response:
-                ended = False
                 async for data in _sse_data(response.iter_bytes()):
                     if data == b"[DONE]":
-                        ended = True
                         break
                     text = _read_chunk(orjson.loads(data), outcome)
                     if text:
                         yield text
-                if not ended and outcome.finish_reason is None:
-                    raise UpstreamError("The model's stream ended before the answer was complete.")
+                else:  # no [DONE]: complete only if the model said why it stopped
+                    if outcome.finish_reason is None:
+                        raise UpstreamError("The model's stream ended before the answer was complete.")
 
 
 async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The ``data:`` payloads of a server-sent event stream (one line each, as OpenAI-style APIs send)."""
     pending = b""
     async for chunk in chunks:
-        lines = (pending + chunk).split(b"\n")
+        lines = (pending + chunk if pending else chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
             if line.startswith(b"data:"):
@@ -169,51 +168,55 @@ class Embedder:
 
 @dataclass(frozen=True, slots=True)
 class OpenAIClients:
-    """The clients of one process; ``embeddings`` is ``chat`` unless a separate local server embeds."""
+    """The models of one process; chat and embeddings share one client unless a local server embeds."""
 
     chat: ChatModel
     embedder: Embedder
 
+    @property
+    def separate_embeddings(self) -> bool:
+        return self.embedder.client is not self.chat.client
+
     async def aclose(self) -> None:
         await self.chat.client.close()
-        if self.embedder.client is not self.chat.client:
+        if self.separate_embeddings:
             await self.embedder.client.close()
 
 
 def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | None) -> OpenAIClients:
     """Clients for OPENAI_HOST. Azure authenticates with ``credential`` only: there is no key path."""
     limits = settings.limits
-    common: dict[str, Any] = {"max_retries": limits.openai_max_retries, "timeout": limits.openai_timeout_seconds}
+
+    def make(cls: type[AsyncOpenAI], **options: Any) -> AsyncOpenAI:
+        """A client on the aiohttp transport with the configured retries and timeout."""
+        http = DefaultAioHttpClient()
+        return cls(
+            max_retries=limits.openai_max_retries, timeout=limits.openai_timeout_seconds, http_client=http, **options
+        )
+
     host = settings.mode.openai_host
     if host == "azure":
         if credential is None:
             raise ValueError("OPENAI_HOST=azure needs an Azure credential")
         azure = settings.azure_openai
-        client: AsyncOpenAI = AsyncAzureOpenAI(
+        client = make(
+            AsyncAzureOpenAI,
             azure_endpoint=azure.azure_openai_endpoint,
             api_version=azure.azure_openai_api_version,
             azure_ad_token_provider=get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE),
-            http_client=DefaultAioHttpClient(),
-            **common,
         )
         chat_model, embedding_model = azure.azure_openai_chat_deployment, azure.azure_openai_embedding_deployment
         embedding_client = client
     elif host == "openai":
         com = settings.openai_com
-        client = AsyncOpenAI(
-            api_key=com.openai_api_key.get_secret_value(), http_client=DefaultAioHttpClient(), **common
-        )
+        client = make(AsyncOpenAI, api_key=com.openai_api_key.get_secret_value())
         chat_model, embedding_model = com.openai_chat_model, com.openai_embedding_model
         embedding_client = client
     else:
         local = settings.local_openai
         key = settings.openai_com.openai_api_key.get_secret_value() or LOCAL_PLACEHOLDER_KEY
-        client = AsyncOpenAI(
-            base_url=local.local_openai_endpoint, api_key=key, http_client=DefaultAioHttpClient(), **common
-        )
-        embedding_client = AsyncOpenAI(
-            base_url=local.local_embedding_endpoint, api_key=key, http_client=DefaultAioHttpClient(), **common
-        )
+        client = make(AsyncOpenAI, base_url=local.local_openai_endpoint, api_key=key)
+        embedding_client = make(AsyncOpenAI, base_url=local.local_embedding_endpoint, api_key=key)
         chat_model, embedding_model = local.local_openai_chat_model, local.local_embedding_model
     return OpenAIClients(
         chat=ChatModel(client, chat_model, limits.openai_timeout_seconds),

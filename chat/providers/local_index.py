@@ -102,6 +102,9 @@ class _Snapshot:
     def size(self) -> int:
         return len(self.rowids)
 
+    def close(self) -> None:
+        self._db.close()
+
     def search(self, query: str, vector: Sequence[float] | None, top: int, mode: RetrievalMode) -> list[SearchResult]:
         candidates = max(top, FUSION_CANDIDATES)
         text = self._text_ranking(query, candidates) if mode != "vectors" else []
@@ -205,7 +208,9 @@ class LocalIndexRetriever:
         return f"{snapshot.size} chunks"
 
     async def aclose(self) -> None:
-        self._snapshot = None
+        if self._snapshot is not None:
+            self._snapshot.close()
+            self._snapshot = None
 
 
 class LocalIndexWriter:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from chat.errors import ChatError
+from chat.protocol import error_body
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page changes with each deployment; let browsers revalidate instead of guessing.
 CACHE_HEADERS = {"Cache-Control": "no-cache"}
@@ -21,5 +24,5 @@ def asset(path: str) -> Response:
     candidate = (STATIC_DIR / path).resolve()
     media_type = MEDIA_TYPES.get(candidate.suffix)
     if media_type is None or not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
-        return JSONResponse({"error": {"code": "not_found", "message": "No such asset."}}, status_code=404)
+        return JSONResponse(error_body(ChatError("No such asset.", code="not_found")), status_code=404)
     return FileResponse(candidate, media_type=media_type, headers=CACHE_HEADERS)
