@@ -85,16 +85,9 @@ def http_functions(function_app: Any) -> tuple[HttpFunction, ...]:
 def function_routes(function_app: Any) -> list[Route]:
     """One starlette Route per HTTP-triggered function of ``function_app``."""
     return [
-        Route(starlette_path(function.route), _endpoint(function.handler), methods=list(function.methods))
+        Route(starlette_path(function.route), function.handler, methods=list(function.methods))
         for function in http_functions(function_app)
     ]
-
-
-def _endpoint(handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        return await handler(request)
-
-    return endpoint
 
 
 @asynccontextmanager

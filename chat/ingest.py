@@ -115,10 +115,7 @@ async def embed_chunks(chunks: list[Chunk], embedder: Embedder, batch_size: int,
         for start in range(0, len(chunks), batch_size):
             batch = chunks[start : start + batch_size]
             vectors = await embedder.embed([chunk.embedding_text for chunk in batch], "passage")
-            indexed.extend(
-                IndexedChunk(c.id, c.document, c.title, c.source, c.content, c.content_hash, vector)
-                for c, vector in zip(batch, vectors, strict=True)
-            )
+            indexed.extend(chunk.with_embedding(vector) for chunk, vector in zip(batch, vectors, strict=True))
             bar.update(len(batch))
     return indexed
 

@@ -38,6 +38,9 @@ class Chunk:
     def embedding_text(self) -> str:
         return f"{self.title}\n{self.content}"
 
+    def with_embedding(self, embedding: Sequence[float]) -> IndexedChunk:
+        return IndexedChunk(self.id, self.document, self.title, self.source, self.content, self.content_hash, embedding)
+
 
 @dataclass(frozen=True, slots=True)
 class IndexedChunk(Chunk):
