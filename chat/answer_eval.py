@@ -31,7 +31,7 @@ from chat.events import AnswerDelta, Completed
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, Message
 from chat.relevance import covers
-from chat.services import close_services, get_services
+from chat.services import Services, close_services, get_services
 from chat.settings import PROJECT_ROOT
 
 DEFAULT_SET = PROJECT_ROOT / "data" / "eval" / "answers.jsonl"
@@ -151,9 +151,8 @@ class Report:
         return "\n".join([f"{len(self.outcomes)} questions", "| figure | value |", "| --- | --- |", *lines])
 
 
-async def ask(case: Case) -> Outcome:
+async def ask(case: Case, services: Services) -> Outcome:
     """One question through the pipeline, as the app runs it (default overrides, no history)."""
-    services = get_services()
     request = ChatRequest(messages=[Message(role="user", content=case.question)])
     started = time.perf_counter()
     first: float | None = None
@@ -174,7 +173,7 @@ async def evaluate(cases: list[Case], *, progress: bool = False) -> Report:
     report = Report()
     try:
         for number, case in enumerate(cases, start=1):
-            outcome = await ask(case)
+            outcome = await ask(case, get_services())
             report.outcomes.append(outcome)
             if progress:
                 verdict = (
