@@ -352,3 +352,18 @@ async def test_other_search_failures_are_not_hidden_by_the_fallback(
         ):
             events.append(event)
     assert len(search_script.calls) == 1
+
+
+async def test_results_the_ranker_did_not_score_are_noted(
+    azure_environment: dict[str, str],
+    chat_script: ChatScript,
+    embedding_script: EmbeddingScript,
+    search_script: SearchScript,
+) -> None:
+    """semantic_error_mode=partial: an overloaded ranker leaves the base ranking, without reranker scores."""
+    for document in search_script.documents:
+        document["@search.reranker_score"] = None
+    events = await run(conversation(QUESTION, semanticRanker=True))
+    search = next(e for e in events if isinstance(e, Stage) and e.name == "search")
+    assert search.title == "Found 2 results (semantic ranker skipped: ranked without it)"
+    assert len(search_script.calls) == 1

@@ -64,15 +64,6 @@ def _semantic_unavailable(error: BaseException | None) -> bool:
     return "semantic" in str(error).lower()
 
 
-async def _partial_reason(results: Any) -> str | None:
-    """Why the service returned the base ranking instead of a semantic one, if it did."""
-    reason = getattr(results, "get_semantic_partial_response_reason", None)
-    if reason is None:
-        return None
-    value = await reason()
-    return str(getattr(value, "value", value)) if value else None
-
-
 def index_schema(name: str, dimensions: int) -> SearchIndex:
     """The index ingest creates: searchable content, a vector field and a semantic configuration."""
     return SearchIndex(
@@ -162,22 +153,27 @@ class AzureSearchRetriever:
     async def _search(
         self, search_text: str | None, options: dict[str, Any], notes: list[str] | None = None
     ) -> list[SearchResult]:
+        """One query; with ``notes``, a semantic query whose results the ranker did not score is noted.
+
+        With ``semantic_error_mode="partial"`` the service answers with its base ranking when the
+        ranker is over capacity or too slow, and such results carry no reranker score (the SDK
+        exposes the service's stated reason only through private attributes).
+        """
         with search_errors(self._timeout_seconds):
             results = await self._client.search(search_text=search_text, **options)
-            found = [
-                SearchResult(
-                    id=doc["id"],
-                    title=doc.get("title") or doc["source"],
-                    source=doc["source"],
-                    content=doc["content"],
-                    score=float(doc.get("@search.reranker_score") or doc.get("@search.score") or 0.0),
-                )
-                async for doc in results
-            ]
-            reason = await _partial_reason(results) if notes is not None else None
-        if reason and notes is not None:
-            notes.append(f"semantic ranker skipped ({reason}): ranked without it")
-        return found
+            documents = [doc async for doc in results]
+        if notes is not None and documents and all(doc.get("@search.reranker_score") is None for doc in documents):
+            notes.append("semantic ranker skipped: ranked without it")
+        return [
+            SearchResult(
+                id=doc["id"],
+                title=doc.get("title") or doc["source"],
+                source=doc["source"],
+                content=doc["content"],
+                score=float(doc.get("@search.reranker_score") or doc.get("@search.score") or 0.0),
+            )
+            for doc in documents
+        ]
 
     async def check(self) -> str:
         with search_errors(self._timeout_seconds):
