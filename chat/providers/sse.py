@@ -35,6 +35,16 @@ class SSEDecoder:
         self._skip_lf = False  # the last chunk ended in CR: a LF starting the next one belongs to it
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        if (
+            # The common case, one whole one-line event per read, answered without splitting lines.
+            chunk.startswith(b"data:")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n\n")
+            and not (self._pending or self._data or self._event or self._skip_lf)
+            and _CR not in chunk
+        ):
+            value = chunk[5:-2]
+            return [(MESSAGE, value[1:] if value.startswith(b" ") else value)]
         if self._skip_lf:
             self._skip_lf = False
             if chunk.startswith(b"\n"):
