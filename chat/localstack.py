@@ -31,8 +31,6 @@ from chat.settings import PROJECT_ROOT, Settings, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
 SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
-# Room for the prompt (instructions, three sources of ~200 tokens, a few turns) and the answer.
-MODEL_CONTEXT_TOKENS = 4096
 READY_TIMEOUT_SECONDS = 120.0
 
 
@@ -139,7 +137,8 @@ def model_server(settings: Settings, port: int) -> Server:
     """
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(settings)), "--model_alias"]
     command += [settings.local_openai.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--n_ctx", str(MODEL_CONTEXT_TOKENS), "--n_threads", str(os.cpu_count() or 1)]
+    command += ["--n_ctx", str(settings.context_windows.local_openai_context_tokens)]
+    command += ["--n_threads", str(os.cpu_count() or 1)]
     command += ["--flash_attn", "true"]
     return Server("model", command, f"http://127.0.0.1:{port}/v1/models")
 
