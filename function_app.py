@@ -63,7 +63,10 @@ async def _read_chat_request(req: Request, limits: LimitSettings) -> ChatRequest
 
 
 def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+    settings = services.settings
+    return answer(
+        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance.enabled
+    )
 
 
 async def _services_and_request(req: Request) -> tuple[Services, ChatRequest]:

@@ -158,7 +158,10 @@ async def ask(case: Case, services: Services) -> Outcome:
     first: float | None = None
     pieces: list[str] = []
     finish, passes = "none", True
-    async for event in answer(request, services.openai.chat, services.retriever, services.settings.answering):
+    settings = services.settings
+    async for event in answer(
+        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance.enabled
+    ):
         if isinstance(event, AnswerDelta):
             pieces.append(event.content)
             if first is None and event.content.strip():

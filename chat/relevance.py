@@ -1,7 +1,7 @@
 """The relevance gate: do the retrieved sources have anything to do with the question?
 
 When none of the question's distinctive words occurs in any retrieved source, the documents do
-not cover it, and the pipeline answers so without calling the model: a small model shown
+not cover it, and the pipeline answers so (prompts.NO_SOURCES_ANSWER) without calling the model: a small model shown
 unrelated sources answers from its own memory ("Canberra [guide.md]") instead of saying it does
 not know. The test is lexical on purpose. A score threshold would depend on the embedding model
 (e5 cosines sit far higher than text-embedding-3's) and on the retrieval mode (hybrid scores,
@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 
 from chat.events import SearchResult
 
-NOT_COVERED_ANSWER = "I don't know: the documents do not cover that."
 # Words that say nothing about a question's subject: function words and the verbs, adverbs and
 # adjectives every question uses ("how long should I make ...").
 _STOPWORDS = frozenset(

@@ -97,6 +97,10 @@ class RelevanceSettings(_EnvGroup):
 
     chat_relevance_gate: Literal["on", "off"] = "on"
 
+    @property
+    def enabled(self) -> bool:
+        return self.chat_relevance_gate == "on"
+
 
 class AzureSearchSettings(_EnvGroup):
     azure_search_endpoint: str = ""
