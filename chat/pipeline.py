@@ -192,7 +192,7 @@ async def answer(
     answer_messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": prompts.ANSWER_PROMPT},
         *_model_messages(answer_turns),
-        {"role": "user", "content": prompts.answer_question(sources, question)},
+        {"role": "user", "content": prompts.answer_question(sources, question, [r.source for r in results])},
     ]
     thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
     if options.chat_expose_prompt:

@@ -63,12 +63,16 @@ def sources_block(named_texts: Sequence[tuple[str, str]], nonce: str) -> str:
     return "\n".join(parts)
 
 
-def answer_question(sources: str, question: str) -> str:
-    """The last user message of the answer call: the sources first, the question last.
+def answer_question(sources: str, question: str, source_names: Sequence[str]) -> str:
+    """The last user message of the answer call: the sources, a reminder of the rules, the question.
 
-    Small models attend best to what they read last, so the question ends the message.
+    Small models attend best to what they read last, so the rules come just before the question,
+    which ends the message. The citation example is a real name of this request's sources: an
+    invented one ("guide.md") is copied into answers as a false citation.
     """
-    return f"SOURCES:\n{sources}\n\nQuestion: {question}"
+    example = source_names[0] if source_names else "name"
+    reminder = f'Cite each fact like [{example}]. If the sources do not say, reply only: "{DONT_KNOW}"'
+    return f"SOURCES:\n{sources}\n\n{reminder}\n\nQuestion: {question}"
 
 
 def followup_request(sources: str, question: str) -> str:
