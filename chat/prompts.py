@@ -55,10 +55,13 @@ def new_nonce() -> str:
 
 
 def sources_block(named_texts: Sequence[tuple[str, str]], nonce: str) -> str:
-    """The retrieved passages, each under its source name, fenced by nonce-bearing markers."""
+    """The retrieved passages, one line each after their source name, fenced by nonce-bearing markers."""
     parts = [f"<<SOURCES {nonce}>>"]
-    # The name in square brackets, as the answer cites it: small models cite what they see in brackets.
-    parts += [f"<<SOURCE {nonce}>> [{name}]\n{text}" for name, text in named_texts]
+    # One line per source, its name in square brackets as the answer cites it: small models cite
+    # what they see in brackets, and cited a nonce marker ([SOURCE 8c18eb6a24f0]) when it led the
+    # source. The texts come flattened to one line (pipeline._flat), so a line that starts with a
+    # bracketed name is always a real source: a document cannot start a forged one.
+    parts += [f"[{name}]: {text}" for name, text in named_texts]
     parts.append(f"<<END SOURCES {nonce}>>")
     return "\n".join(parts)
 
