@@ -89,7 +89,6 @@ async def test_the_small_model_streams_an_answer_with_its_sources(small_stack: s
     sources = cited_sources(record)
     assert sources <= SAMPLE_DOCUMENTS
     assert "mushroom-pineapple-pizza.md" in sources, sources
-    assert final["context"]["usage"]["completionTokens"] > 0
 
 
 async def test_the_default_model_answers_from_the_documents_and_cites_them(default_stack: str) -> None:
