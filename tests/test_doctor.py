@@ -299,7 +299,7 @@ def test_the_azd_environment_is_used_when_the_shell_sets_no_azure_endpoint(
     get_settings.cache_clear()
 
     assert environment.load_configuration("environment") == "from the environment"
-    assert environment.load_configuration("auto") == "from the azd environment (4 variables)"
+    assert environment.load_configuration("auto") == "from the azd environment: 4 variables"
     assert get_settings().azure_openai.azure_openai_endpoint == "https://from-azd.openai.azure.com"
 
 

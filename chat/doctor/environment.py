@@ -56,4 +56,4 @@ def load_configuration(source: Source) -> str:
     for name in names:
         os.environ[name] = values[name]
     get_settings.cache_clear()
-    return f"from the azd environment ({len(names)} variables)"
+    return f"from the azd environment: {len(names)} variables"
