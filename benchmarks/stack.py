@@ -14,12 +14,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chat.localstack import Server, free_port
-from chat.settings import PROJECT_ROOT, all_variables
+from chat.localstack import SAMPLE_DOCS_FOLDER, Server, child_environment, free_port
+from chat.settings import PROJECT_ROOT
 
 APP_CORE = 0
 HARNESS_CORE = 1
-SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -95,12 +94,6 @@ def this_process() -> ProcessProbe:
     return ProcessProbe(os.getpid())
 
 
-def child_environment(**values: str) -> dict[str, str]:
-    """This process's environment without any of the product's variables, plus ``values``."""
-    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
-    return {**environment, **values}
-
-
 class Stack:
     """A running simulated upstream, a local index built through it, and (re)startable app processes.
 
@@ -149,7 +142,7 @@ class Stack:
 
     def ingest(self) -> None:
         """Build the temporary local index with the upstream's deterministic fake embeddings."""
-        command = [sys.executable, "-m", "chat.ingest", str(SAMPLE_DOCUMENTS)]
+        command = [sys.executable, "-m", "chat.ingest", str(SAMPLE_DOCS_FOLDER)]
         done = subprocess.run(command, env=self.environment, cwd=PROJECT_ROOT, capture_output=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"ingest failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -25,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from chat.settings import PROJECT_ROOT, Settings, get_settings
+from chat.settings import PROJECT_ROOT, Settings, all_variables, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
-SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
+SAMPLE_DOCS_FOLDER = PROJECT_ROOT / "data" / "docs"
 MODEL_CONTEXT_TOKENS = 2048
 READY_TIMEOUT_SECONDS = 120.0
 
@@ -86,6 +87,15 @@ def answers(url: str, timeout: float = 1.0) -> bool:
             return 200 <= int(response.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def child_environment(**values: str) -> dict[str, str]:
+    """This process's environment without any of the product's variables, plus ``values``.
+
+    For child processes (servers, the ingest CLI) that must see only the configuration given here.
+    """
+    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
+    return {**environment, **values}
 
 
 def free_port() -> int:
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         with running(servers_to_start(settings)):
             if settings.mode.search_host == "local" and not args.no_ingest:
                 print("updating the local index from data/docs", flush=True)
-                status = ingest.main([str(SAMPLE_DOCUMENTS), "--prune"])
+                status = ingest.main([str(SAMPLE_DOCS_FOLDER), "--prune"])
                 if status != 0:
                     return status
             if args.no_host:

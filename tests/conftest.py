@@ -19,13 +19,14 @@ from openai.resources.embeddings import AsyncEmbeddings
 from chat.devserver import create_app
 from chat.ingest import chunk_documents, collect_files, ingest
 from chat.localstack import Server, free_port, running
+from chat.localstack import child_environment as child_environment  # tests import it from here
 from chat.providers.llm import build_openai_clients
 from chat.providers.local_index import LocalIndexWriter
 from chat.services import close_services
 from chat.settings import PROJECT_ROOT, all_variables, get_settings
 from tests.sdk_fakes import ChatScript, EmbeddingScript, SearchScript
 
-SAMPLE_DOCUMENTS = {
+TEST_DOCUMENTS = {
     "mushroom-pineapple.md": (
         "# Mushroom and pineapple pizza\n\nA meat-free take on the Hawaiian.\n\n## Method\n"
         "Brown the mushrooms in a hot pan. Caramelise the pineapple. Bake at 260 C for 9 minutes.\n"
@@ -142,7 +143,7 @@ def search_script(monkeypatch: pytest.MonkeyPatch) -> SearchScript:
     return script
 
 
-def write_documents(folder: Path, documents: dict[str, str] = SAMPLE_DOCUMENTS) -> Path:
+def write_documents(folder: Path, documents: dict[str, str] = TEST_DOCUMENTS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in documents.items():
         (folder / name).write_text(text, encoding="utf-8")
@@ -163,7 +164,7 @@ async def build_index(folder: Path, index_path: Path, *, prune: bool = True) -> 
 
 @pytest.fixture
 async def local_index(embedding_script: EmbeddingScript, tmp_path: Path) -> Path:
-    """A small local index of SAMPLE_DOCUMENTS, at the path the settings name."""
+    """A small local index of TEST_DOCUMENTS, at the path the settings name."""
     index_path = get_settings().local_search.index_path
     await build_index(write_documents(tmp_path / "docs"), index_path)
     return index_path
@@ -196,12 +197,6 @@ class LocalStack:
 
     def upstream_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.upstream_url}/_stats").json()  # type: ignore[no-any-return]
-
-
-def child_environment(**values: str) -> dict[str, str]:
-    """This process's environment without any product variable, plus ``values``."""
-    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
-    return {**environment, **values}
 
 
 def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api/health") -> tuple[Server, str]:

@@ -18,7 +18,7 @@ from chat.providers.llm import build_openai_clients
 from chat.providers.local_index import LocalIndexRetriever, fts_query, rrf
 from chat.services import get_services
 from chat.settings import PROJECT_ROOT, get_settings
-from tests.conftest import SAMPLE_DOCUMENTS, build_index, write_documents
+from tests.conftest import TEST_DOCUMENTS, build_index, write_documents
 from tests.sdk_fakes import EmbeddingScript
 
 
@@ -147,8 +147,9 @@ async def test_reingest_embeds_only_what_changed(tmp_path: Path, embedding_scrip
 
 async def _ids(index: Path) -> list[str]:
     import sqlite3
+    from contextlib import closing
 
-    with sqlite3.connect(index) as connection:
+    with closing(sqlite3.connect(index)) as connection:
         return [row[0] for row in connection.execute("SELECT id FROM chunks")]
 
 
@@ -198,7 +199,7 @@ def test_collect_files_names_documents_relative_to_the_folder(tmp_path: Path) ->
     (docs / "sub" / "extra.md").write_text("# Extra\n\nMore.\n")
     (docs / ".hidden.md").write_text("# Hidden\n")
     files = collect_files([docs])
-    assert sorted(files) == sorted([*SAMPLE_DOCUMENTS, "sub/extra.md"])
+    assert sorted(files) == sorted([*TEST_DOCUMENTS, "sub/extra.md"])
     chunks = chunk_documents(files, size=200, overlap=40)
     assert "sub_extra_md-0000" in {chunk.id for chunk in chunks}
     with pytest.raises(IngestError):

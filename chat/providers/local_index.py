@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,7 @@ class LocalIndexWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self._temporary)
         if self._compatible_existing(embedding_model):
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as existing:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as existing:
                 existing.backup(self._db)
         else:
             self._db.executescript(SCHEMA)
@@ -240,7 +241,7 @@ class LocalIndexWriter:
         if not self._path.exists():
             return False
         try:
-            with sqlite3.connect(f"file:{self._path}?mode=ro", uri=True) as existing:
+            with closing(sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)) as existing:
                 meta = read_meta(existing)
         except sqlite3.Error:
             return False  # not an index of ours, or damaged: rebuild
