@@ -14,7 +14,7 @@ from azure.search.documents.indexes.aio import SearchIndexClient
 from azure.search.documents.indexes.models import SearchIndex
 from azure.search.documents.models import IndexingResult
 
-from chat.ingest import main
+from chat.ingest import chunk_id, main
 from tests.conftest import write_documents
 from tests.sdk_fakes import EmbeddingScript, SearchResults
 
@@ -44,7 +44,8 @@ class AzureIndex:
 
         async def search(self: SearchClient, search_text: str | None = None, **kwargs: Any) -> SearchResults:
             index.calls.append(("search", kwargs.get("filter")))
-            return SearchResults([dict(document) for document in index.documents.values()])
+            found = [dict(document) for document in index.documents.values()]
+            return SearchResults(found[: kwargs.get("top", 50)])  # the service's default: the first 50
 
         async def merge_or_upload_documents(self: SearchClient, documents: list[dict[str, Any]]) -> list[Any]:
             index.calls.append(("upload", len(documents)))
@@ -120,7 +121,7 @@ def test_rerun_uploads_only_changes_and_deletes_stale_chunks(
 
     (docs / "mushroom-pineapple.md").write_text("# Mushroom and pineapple pizza\n\nNow one section only.\n")
     assert main([str(docs), "--target", "azure"]) == 0
-    assert ("delete", ["mushroom-pineapple_md-0001"]) in azure_index.calls
+    assert ("delete", [chunk_id("mushroom-pineapple.md", 1)]) in azure_index.calls
     assert ("upload", 1) in azure_index.calls
     assert len(azure_index.documents) == 4
     search_filters = [call[1] for call in azure_index.calls if call[0] == "search"]
