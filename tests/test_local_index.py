@@ -53,6 +53,23 @@ def test_markdown_and_setext_headings_make_sections(tmp_path: Path) -> None:
     assert {s.source for s in sections} == {"guide.md"}
 
 
+def test_a_hash_line_in_code_is_not_a_heading(tmp_path: Path) -> None:
+    """CommonMark decides: code blocks, fenced or indented, keep their # lines; CRLF files split alike."""
+    path = tmp_path / "oven.md"
+    fenced = "```sh\n# heat the stone first\nbake --at 280\n```"
+    tilde = "~~~\n## not a section either\n~~~"
+    path.write_bytes(
+        (f"# Oven *guide*\n\nSet up:\n\n{fenced}\n\n    # indented code\n\nStone `steel`\n===\n\n{tilde}\n")
+        .replace("\n", "\r\n")
+        .encode()
+    )
+    sections = read_document(path, "oven.md")
+    assert [(s.title, s.text) for s in sections] == [
+        ("Oven guide", f"Set up:\n\n{fenced}\n\n    # indented code"),
+        ("Oven guide: Stone steel", tilde),
+    ]
+
+
 def test_html_sections_skip_scripts(tmp_path: Path) -> None:
     path = tmp_path / "page.html"
     path.write_text(
