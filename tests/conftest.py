@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -35,8 +37,9 @@ TEST_DOCUMENTS = {
     "dough.md": "# Pizza dough\n\n## Ingredients\n500 g flour, 325 g water, 10 g salt, 2 g yeast.\n",
     "oven.txt": "Oven notes\n==========\n\nPreheat a baking steel for 45 minutes. A stone needs an hour.\n",
 }
-# CI sets REQUIRE_ALL_TESTS=1: a missing tool (node packages, chromium, the local model) then fails
-# the test instead of skipping it, so nothing is silently left out of a CI run.
+# CI sets REQUIRE_ALL_TESTS=1: a missing tool (node packages, chromium, the local model, pycep) then
+# fails the test instead of skipping it, so nothing is silently left out of a CI run. Tests say what
+# they need with require() and require_module(); the hooks below fail any other skip too.
 REQUIRE_ALL_TESTS = os.environ.get("REQUIRE_ALL_TESTS") == "1"
 
 
@@ -47,6 +50,38 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRE_ALL_TESTS:
         pytest.fail(f"REQUIRE_ALL_TESTS=1 but: {reason}")
     pytest.skip(reason)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """The module ``name`` for a test module's top level; without it the module is skipped, or fails in CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if REQUIRE_ALL_TESTS:
+            pytest.fail(f"REQUIRE_ALL_TESTS=1 but: {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
+def _skip_fails(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under REQUIRE_ALL_TESTS=1, a skipped test or module (not an expected failure) is reported failed."""
+    if REQUIRE_ALL_TESTS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_ALL_TESTS=1 but it was skipped: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _skip_fails(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report() -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _skip_fails(report)
+    return report
 
 
 AZURE_ENVIRONMENT = {

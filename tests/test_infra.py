@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from chat import settings
-from tests.conftest import require
+from tests.conftest import require, require_module
 
-pycep = pytest.importorskip("pycep", reason="pycep-parser is not installed (pip install -r requirements-infra.txt)")
+pycep = require_module("pycep", "pycep-parser is not installed (pip install -r requirements-infra.txt)")
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -655,7 +655,7 @@ def test_sh_hook_runs_the_ingest_without_the_managed_identity(tmp_path: Path) ->
 
 @cache
 def funcignore() -> Any:
-    pathspec = pytest.importorskip("pathspec")
+    pathspec = require_module("pathspec", "pathspec is not installed (pip install -r requirements-infra.txt)")
     return pathspec.GitIgnoreSpec.from_lines((ROOT / ".funcignore").read_text().splitlines())
 
 
@@ -698,8 +698,7 @@ def test_funcignore_excludes(path: str) -> None:
 
 def test_package_of_this_checkout_holds_only_the_app() -> None:
     """Every file git would commit is either excluded or part of the running app."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
+    require(shutil.which("git") is not None and (ROOT / ".git").exists(), "not a git checkout")
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--directory"],
         cwd=ROOT,
