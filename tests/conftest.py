@@ -242,10 +242,15 @@ def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api
     return Server("host", command, url + ready_path, env=environment, log_dir=root), url
 
 
+INGEST_TIMEOUT_SECONDS = 300
+
+
 def ingest_with(environment: dict[str, str], documents: Path) -> None:
     """Run the ingest CLI as a child process, the way a user does."""
     command = [sys.executable, "-m", "chat.ingest", str(documents)]
-    subprocess.run(command, env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True, timeout=300)
+    subprocess.run(
+        command, env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True, timeout=INGEST_TIMEOUT_SECONDS
+    )
 
 
 @pytest.fixture(scope="session")
