@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chat.localstack import SAMPLE_DOCS_FOLDER, Server, child_environment, free_port
-from chat.settings import PROJECT_ROOT
+from chat.localstack import SAMPLE_DOCS_FOLDER, Server, free_port
+from chat.settings import PROJECT_ROOT, all_variables
 
 APP_CORE = 0
 HARNESS_CORE = 1
@@ -92,6 +92,16 @@ def core_busy_seconds() -> dict[int, float]:
 
 def this_process() -> ProcessProbe:
     return ProcessProbe(os.getpid())
+
+
+def child_environment(**values: str) -> dict[str, str]:
+    """This process's environment without any of the product's variables, plus ``values``.
+
+    For child processes (servers, the ingest CLI) of benchmarks and tests, which must see only the
+    configuration given here.
+    """
+    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
+    return {**environment, **values}
 
 
 class Stack:

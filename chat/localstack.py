@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import os
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from chat.settings import PROJECT_ROOT, Settings, all_variables, get_settings
+from chat.settings import PROJECT_ROOT, Settings, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
 SAMPLE_DOCS_FOLDER = PROJECT_ROOT / "data" / "docs"
@@ -86,15 +85,6 @@ def answers(url: str, timeout: float = 1.0) -> bool:
             return 200 <= int(response.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def child_environment(**values: str) -> dict[str, str]:
-    """This process's environment without any of the product's variables, plus ``values``.
-
-    For child processes (servers, the ingest CLI) that must see only the configuration given here.
-    """
-    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
-    return {**environment, **values}
 
 
 def free_port() -> int:

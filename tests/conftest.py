@@ -18,11 +18,11 @@ from azure.search.documents.aio import SearchClient
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.embeddings import AsyncEmbeddings
 
+from benchmarks.stack import child_environment as child_environment  # tests import it from here
 from chat import tokens
 from chat.devserver import create_app
 from chat.ingest import chunk_documents, collect_files, ingest
 from chat.localstack import Server, free_port, running
-from chat.localstack import child_environment as child_environment  # tests import it from here
 from chat.providers.llm import build_openai_clients
 from chat.providers.local_index import LocalIndexWriter
 from chat.services import close_services
