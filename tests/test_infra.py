@@ -991,7 +991,11 @@ def option(name):
 
 
 def app(client_id):
-    return next(a for a in state["apps"] if a["appId"] == client_id)
+    for found in state["apps"]:
+        if found["appId"] == client_id:
+            return found
+    print(f"ERROR: Resource '{client_id}' does not exist.", file=sys.stderr)
+    sys.exit(3)
 
 
 answer = None
@@ -1012,6 +1016,9 @@ elif args[:3] == ["ad", "sp", "list"]:
 elif args[:3] == ["ad", "sp", "create"]:
     state["service_principals"].append(option("--id"))
     answer = {}
+elif args[:3] == ["ad", "app", "show"] and state.get("graph_refuses"):
+    print("ERROR: Insufficient privileges to complete the operation.", file=sys.stderr)
+    sys.exit(1)
 elif args[:3] == ["ad", "app", "show"]:
     answer = app(option("--id"))["redirectUris"]
 elif args[:3] == ["ad", "app", "update"]:
@@ -1192,6 +1199,36 @@ def test_finish_keeps_redirect_uris_that_are_already_there(fake_cli: FakeCli) ->
     ]
 
 
+def test_finish_warns_when_graph_refuses_a_pipeline_identity(fake_cli: FakeCli) -> None:
+    state = fake_cli.state
+    state["graph_refuses"] = True
+    fake_cli.save(state)
+    ran = fake_cli.run(
+        "finish",
+        AZURE_AUTH_CLIENT_ID="mine",
+        AZURE_TENANT_ID=TENANT,
+        AZURE_FUNCTION_APP_URL="https://func-api-abc.azurewebsites.net",
+        AZURE_AUTH_IDENTITY_PRINCIPAL_ID=PRINCIPAL,
+    )
+    # The deploy goes on, and the warning names exactly what the registration needs.
+    assert ran.returncode == 0, ran.stderr
+    assert "WARNING" in ran.stderr
+    assert "https://func-api-abc.azurewebsites.net/.auth/login/aad/callback" in ran.stderr
+    assert PRINCIPAL in ran.stderr
+
+
+def test_finish_stops_on_any_other_failure(fake_cli: FakeCli) -> None:
+    ran = fake_cli.run(
+        "finish",
+        AZURE_AUTH_CLIENT_ID="no-such-registration",
+        AZURE_TENANT_ID=TENANT,
+        AZURE_FUNCTION_APP_URL="https://func-api-abc.azurewebsites.net",
+        AZURE_AUTH_IDENTITY_PRINCIPAL_ID=PRINCIPAL,
+    )
+    assert ran.returncode == 1
+    assert "ERROR: `az ad app show ...` failed: ERROR: Resource 'no-such-registration' does not exist" in ran.stderr
+
+
 def test_finish_names_the_missing_outputs(fake_cli: FakeCli) -> None:
     ran = fake_cli.run("finish", AZURE_AUTH_CLIENT_ID="mine", AZURE_TENANT_ID=TENANT)
     assert ran.returncode == 1
@@ -1296,3 +1333,115 @@ def test_function_timeout_is_explained_and_outlasts_a_stream() -> None:
     # Far above the platform's 230 s idle limit the heartbeats bridge, and bounded.
     assert 230 < timeout <= 3600
     assert f'"functionTimeout": "{host["functionTimeout"]}"' in (ROOT / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# Template conventions: GitHub workflows, dev container, VS Code
+# ----------------------------------------------------------------------------------------------
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+AZD_PIPELINE_VARIABLES = {
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_ENV_NAME",
+    "AZURE_LOCATION",
+}
+
+
+def workflow(name: str) -> dict[str, Any]:
+    raw: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the key `on` as the boolean true.
+    return {("on" if key is True else str(key)): value for key, value in raw.items()}
+
+
+def step_commands(job: dict[str, Any]) -> str:
+    return "\n".join(str(step.get("run", "")) for step in job["steps"])
+
+
+def test_ci_runs_make_test_on_the_oldest_and_newest_python_with_chromium_and_node() -> None:
+    ci = workflow("ci.yml")
+    assert {"push", "pull_request"} <= set(ci["on"])
+    assert ci["permissions"] == {"contents": "read"}
+    (job,) = ci["jobs"].values()
+    assert job["strategy"]["matrix"]["python-version"] == ["3.11", "3.13"]
+    assert job["container"] == "python:${{ matrix.python-version }}-bookworm", "Debian, for its chromium"
+    assert job["env"]["REQUIRE_ALL_TESTS"] == "1"
+    commands = step_commands(job)
+    assert re.search(r"apt-get install .*\bchromium\b.*\bnpm\b", commands)
+    assert re.search(r"^make test PYTHON=python\$\{\{ matrix.python-version \}\}$", commands, re.MULTILINE)
+    # make test is the lint (ruff, mypy) and the suite, as the README says.
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: dev lint", makefile, re.MULTILINE)
+    assert "$(BIN)/ruff check ." in makefile
+    assert "$(BIN)/mypy" in makefile
+
+
+def test_azd_workflow_signs_in_with_a_federated_credential_and_no_secret() -> None:
+    text = (WORKFLOWS / "azure-dev.yml").read_text()
+    assert "secrets." not in text
+    deploy = workflow("azure-dev.yml")
+    assert deploy["permissions"] == {"id-token": "write", "contents": "read"}
+    (job,) = deploy["jobs"].values()
+    env = job["env"]
+    for name in AZD_PIPELINE_VARIABLES:
+        assert env[name] == f"${{{{ vars.{name} }}}}", name
+    assert env["AZURE_PRINCIPAL_TYPE"] == "ServicePrincipal"
+    # Every variable azure.yaml asks azd pipeline config to copy reaches the job.
+    for name in azure_yaml()["pipeline"]["variables"]:
+        assert f"vars.{name}" in env[name], name
+    assert env["AZURE_AUTH_MODE"] == "${{ vars.AZURE_AUTH_MODE || 'entra' }}"
+    commands = step_commands(job)
+    assert "azd auth login" in commands
+    assert "--federated-credential-provider github" in commands
+    assert "azd provision --no-prompt" in commands
+    assert "azd deploy --no-prompt" in commands
+    login = [step for step in job["steps"] if str(step.get("uses", "")).startswith("azure/login@")]
+    assert login, "the entra-mode hook needs the Azure CLI signed in"
+    assert "client-secret" not in login[0]["with"] and "creds" not in login[0]["with"]
+
+
+@cache
+def devcontainer() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((ROOT / ".devcontainer" / "devcontainer.json").read_text())
+    return loaded
+
+
+def feature(name: str) -> dict[str, Any]:
+    matches = [options for ref, options in devcontainer()["features"].items() if ref.rsplit(":", 1)[0] == name]
+    assert matches, f"the dev container lacks {name}"
+    return dict(matches[0])
+
+
+def test_dev_container_has_the_tools_the_readme_uses() -> None:
+    assert re.fullmatch(r"mcr\.microsoft\.com/devcontainers/python:3\.11-\w+", devcontainer()["image"])
+    feature("ghcr.io/devcontainers/features/node")
+    feature("ghcr.io/devcontainers/features/azure-functions-core-tools")
+    feature("ghcr.io/azure/azure-dev/azd")
+    assert feature("ghcr.io/devcontainers/features/azure-cli")["installBicep"] is True
+    extensions = set(devcontainer()["customizations"]["vscode"]["extensions"])
+    assert {"ms-python.python", "ms-azuretools.vscode-bicep", "ms-azuretools.vscode-azurefunctions"} <= extensions
+    # postCreate installs the dev requirements the way make test does (make dev), plus chromium.
+    post_create = devcontainer()["postCreateCommand"]
+    assert post_create.endswith("make dev")
+    assert "chromium" in post_create
+    assert re.search(
+        r"^\t\$\(BIN\)/python -m pip install -r requirements-dev.txt$", (ROOT / "Makefile").read_text(), re.M
+    )
+    assert devcontainer()["forwardPorts"] == [7071]
+
+
+def test_vscode_attaches_to_the_functions_host_it_starts() -> None:
+    vscode = ROOT / ".vscode"
+    (configuration,) = json.loads((vscode / "launch.json").read_text())["configurations"]
+    assert (configuration["type"], configuration["request"]) == ("debugpy", "attach")
+    assert configuration["connect"]["port"] == 9091
+    tasks = {task["label"]: task for task in json.loads((vscode / "tasks.json").read_text())["tasks"]}
+    host = tasks[configuration["preLaunchTask"]]
+    assert (host["type"], host["command"]) == ("func", "host start")
+    for dependency in host["dependsOn"]:
+        assert dependency in tasks
+    settings_json = json.loads((vscode / "settings.json").read_text())
+    assert settings_json["azureFunctions.pythonVenv"] == ".venv"
+    recommended = set(json.loads((vscode / "extensions.json").read_text())["recommendations"])
+    assert recommended == set(devcontainer()["customizations"]["vscode"]["extensions"])

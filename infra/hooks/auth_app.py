@@ -40,6 +40,14 @@ class HookError(Exception):
     """A problem the person running azd must fix; the message says how."""
 
 
+class NotPermitted(HookError):
+    """Microsoft Graph refused the signed-in identity (a deployment pipeline's, typically)."""
+
+
+# How Microsoft Graph refusals read in the Azure CLI's error output.
+REFUSALS = ("Authorization_RequestDenied", "Insufficient privileges", "Forbidden")
+
+
 class Tool:
     """A command-line tool (az, azd) found on PATH, run without a shell."""
 
@@ -57,7 +65,9 @@ class Tool:
         completed = subprocess.run([self.path(), *args], capture_output=True, text=True, check=False)
         if completed.returncode != 0:
             detail = (completed.stderr or completed.stdout).strip().splitlines()
-            raise HookError(f"`{self.name} {' '.join(args[:3])} ...` failed: {detail[-1] if detail else 'no output'}")
+            message = f"`{self.name} {' '.join(args[:3])} ...` failed: {detail[-1] if detail else 'no output'}"
+            refused = any(refusal in completed.stderr for refusal in REFUSALS)
+            raise (NotPermitted if refused else HookError)(message)
         return completed.stdout
 
 
@@ -197,8 +207,21 @@ def finish(env: Mapping[str, str]) -> None:
         env, ["AZURE_AUTH_CLIENT_ID", "AZURE_FUNCTION_APP_URL", "AZURE_TENANT_ID", "AZURE_AUTH_IDENTITY_PRINCIPAL_ID"]
     )
     check_tenant(env)
-    ensure_redirect_uri(client_id, app_url)
-    ensure_federated_credential(client_id, tenant_id, principal_id)
+    try:
+        ensure_redirect_uri(client_id, app_url)
+        ensure_federated_credential(client_id, tenant_id, principal_id)
+    except NotPermitted as refusal:
+        # A deployment pipeline's identity may not read app registrations. Its app URL and sign-in
+        # identity are the ones `azd up` registered from a laptop, so usually nothing is missing.
+        print(
+            f"WARNING: {refusal}\n"
+            f"         The sign-in needs, on the app registration {client_id}, the redirect URI\n"
+            f"         {app_url.rstrip('/')}{CALLBACK_PATH} and a federated credential for {principal_id}.\n"
+            "         If `azd up` set them up before, nothing is missing; otherwise run\n"
+            "         `azd hooks run postprovision` signed in (az login) as an owner of the registration.",
+            file=sys.stderr,
+        )
+        return
     page = env.get("AZURE_FUNCTION_APP_PAGE_URL", "").strip() or app_url
     print(f"Sign in and chat at {page}")
 
