@@ -1445,3 +1445,28 @@ def test_vscode_attaches_to_the_functions_host_it_starts() -> None:
     assert settings_json["azureFunctions.pythonVenv"] == ".venv"
     recommended = set(json.loads((vscode / "extensions.json").read_text())["recommendations"])
     assert recommended == set(devcontainer()["customizations"]["vscode"]["extensions"])
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_starts_with_the_two_commands_then_badges_and_contents() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    assert [block.strip() for block in blocks[:2]] == ["make run", "make test"]
+    after_commands = readme.split("```sh\nmake test\n```", 1)[1]
+    before_first_section = after_commands.split("\n## ", 1)[0]
+    assert "actions/workflows/ci.yml/badge.svg" in before_first_section
+    assert "https://github.com/codespaces/badge.svg" in before_first_section
+    contents = re.search(r"\*\*Contents:\*\*(.*?)\n\n", before_first_section, re.DOTALL)
+    assert contents, "a table of contents right after the commands"
+    linked = re.findall(r"\]\(#([^)]+)\)", contents.group(1))
+    sections = [github_anchor(h) for h in re.findall(r"^## (.+)$", readme, re.MULTILINE)]
+    assert linked == sections, "the contents list every section, in order"
+    for anchor in re.findall(r"\]\(#([^)]+)\)", readme):
+        headings = re.findall(r"^#{1,4} (.+)$", readme, re.MULTILINE)
+        assert anchor in {github_anchor(h) for h in headings}, f"#{anchor} is no heading of the README"
+    for target in re.findall(r"\]\((CONTRIBUTING\.md|LICENSE|SECURITY\.md)\)", readme):
+        assert (ROOT / target).is_file()
