@@ -968,6 +968,7 @@ def test_a_failed_ingest_says_how_to_rerun_it(tmp_path: Path) -> None:
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 PRINCIPAL = "99999999-8888-7777-6666-555555555555"
+SUBSCRIPTION = "abcdef12-0000-0000-0000-000000000000"
 
 # A stand-in for `az` and `azd` that keeps a small directory in a JSON file: app registrations
 # with their redirect URIs and federated credentials, service principals, azd env values, and
@@ -1001,6 +1002,12 @@ def app(client_id):
 answer = None
 if tool == "azd" and args[:2] == ["env", "set"]:
     state["azd_env"][args[2]] = args[3]
+elif args[:2] == ["account", "show"] and "--subscription" in args:
+    subscriptions = state.get("subscriptions", {})
+    if option("--subscription") not in subscriptions:
+        print(f"ERROR: Subscription '{option('--subscription')}' not found.", file=sys.stderr)
+        sys.exit(1)
+    answer = subscriptions[option("--subscription")]
 elif args[:2] == ["account", "show"]:
     answer = state["tenant"]
 elif args[:3] == ["ad", "app", "list"]:
@@ -1051,12 +1058,22 @@ class FakeCli:
             launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" {tool} "$@"\n')
             launcher.chmod(launcher.stat().st_mode | stat.S_IEXEC)
         self.state_file = tmp_path / "state.json"
-        self.save({"tenant": TENANT, "apps": [], "service_principals": [], "azd_env": {}, "calls": []})
+        subscriptions = {SUBSCRIPTION: TENANT}
+        self.save(
+            {
+                "tenant": TENANT,
+                "subscriptions": subscriptions,
+                "apps": [],
+                "service_principals": [],
+                "azd_env": {},
+                "calls": [],
+            }
+        )
         self.env = {
             "PATH": f"{self.bin}:/usr/bin:/bin",
             "FAKE_CLI_STATE": str(self.state_file),
             "AZURE_ENV_NAME": "team",
-            "AZURE_SUBSCRIPTION_ID": "abcdef12-0000-0000-0000-000000000000",
+            "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
         }
 
     @property
@@ -1113,6 +1130,23 @@ def test_prepare_refuses_a_cli_signed_in_to_another_tenant(fake_cli: FakeCli) ->
     ran = fake_cli.run("prepare", AZURE_TENANT_ID="00000000-0000-0000-0000-000000000000")
     assert ran.returncode == 1
     assert "az login --tenant 00000000-0000-0000-0000-000000000000" in ran.stderr
+    assert fake_cli.state["apps"] == []
+
+
+def test_prepare_refuses_a_cli_signed_in_elsewhere_than_the_subscription(fake_cli: FakeCli) -> None:
+    # First run: azd knows no tenant yet, so the subscription's tenant is the one to match.
+    state = fake_cli.state
+    state["subscriptions"] = {SUBSCRIPTION: "00000000-0000-0000-0000-0000000000bb"}
+    fake_cli.save(state)
+    ran = fake_cli.run("prepare")
+    assert ran.returncode == 1
+    assert "az login --tenant 00000000-0000-0000-0000-0000000000bb" in ran.stderr
+
+    state["subscriptions"] = {}
+    fake_cli.save(state)
+    unseen = fake_cli.run("prepare")
+    assert unseen.returncode == 1
+    assert f"does not see the subscription {SUBSCRIPTION}" in unseen.stderr
     assert fake_cli.state["apps"] == []
 
 

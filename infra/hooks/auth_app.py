@@ -100,9 +100,21 @@ def registration_name(env: Mapping[str, str]) -> str:
 
 
 def check_tenant(env: Mapping[str, str]) -> None:
-    """The Azure CLI must be signed in to the tenant whose sign-in the app will trust."""
-    expected = env.get("AZURE_TENANT_ID", "").strip()
+    """The Azure CLI must be signed in to the tenant of the deployment's subscription.
+
+    The registration is made in the CLI's tenant, and the app's sign-in trusts the subscription's
+    tenant (tenant() in Bicep): if they differ, nobody could sign in.
+    """
     signed_in = az_json("account", "show", "--query", "tenantId")
+    expected = env.get("AZURE_TENANT_ID", "").strip()
+    subscription = env.get("AZURE_SUBSCRIPTION_ID", "").strip()
+    if not expected and subscription:
+        try:
+            expected = az_json("account", "show", "--subscription", subscription, "--query", "tenantId")
+        except HookError:
+            raise HookError(
+                f"the Azure CLI does not see the subscription {subscription}: az login with an account of its tenant"
+            ) from None
     if expected and signed_in != expected:
         raise HookError(
             f"the Azure CLI is signed in to tenant {signed_in}, the deployment uses {expected}: "
