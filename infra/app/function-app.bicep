@@ -263,7 +263,7 @@ var signInIdentity = signInEnabled ? {
 } : {}
 
 resource functionApp 'Microsoft.Web/sites@2024-11-01' = {
-  // checkov:skip=CKV_AZURE_222: the chat API and its page are meant to be reached from the internet; no virtual network yet (docs/deploy.md).
+  // checkov:skip=CKV_AZURE_222: the chat API and its page are meant to be reached from the internet; no virtual network yet (README, Deploy: virtual network).
   // checkov:skip=CKV_AZURE_17: browsers calling the public chat API have no client certificates.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design; always-ready instances would be billed while idle.
   // checkov:skip=CKV_AZURE_213: platform health-check pings would keep a scale-to-zero app awake and billed; readiness is served at /api/health for external probes.
