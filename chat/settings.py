@@ -54,8 +54,10 @@ class AzureOpenAISettings(_EnvGroup):
     azure_openai_endpoint: str = ""
     azure_openai_chat_deployment: str = ""
     azure_openai_embedding_deployment: str = ""
-    azure_openai_api_version: str = "2024-10-21"
-    azure_openai_chat_model_kind: ModelKind = "chat"
+    # The last dated data-plane version; it takes max_completion_tokens and reasoning_effort.
+    azure_openai_api_version: str = "2025-04-01-preview"
+    # The template's default model (gpt-5.6-luna) is a reasoning model, as is the GPT-5 family.
+    azure_openai_chat_model_kind: ModelKind = "reasoning"
 
 
 class OpenAIComSettings(_EnvGroup):
