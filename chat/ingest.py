@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import functools
 import hashlib
+import math
 import re
 import sqlite3
 import sys
@@ -278,8 +279,8 @@ def main(argv: Sequence[str] | None = None, *, sleep: Callable[[float], Awaitabl
     args = parser.parse_args(argv)
     if not 0 <= args.overlap_tokens < args.chunk_tokens:
         parser.error("--overlap-tokens must be smaller than --chunk-tokens")
-    if args.auth_wait_seconds < 0:
-        parser.error("--auth-wait-seconds cannot be negative")
+    if not 0 <= args.auth_wait_seconds < math.inf:
+        parser.error("--auth-wait-seconds must be a number of seconds, 0 or more")
     try:
         summary = asyncio.run(
             run(

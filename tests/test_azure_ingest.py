@@ -338,3 +338,11 @@ def test_a_401_from_azure_openai_names_its_role(
     expected = "ingest: 401 from Azure OpenAI: assign 'Cognitive Services OpenAI User' to the signed-in user"
     assert last_line(capsys) == expected
     assert azure_index.documents == {}
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "inf"])
+def test_the_wait_is_a_finite_number_of_seconds(seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["docs", "--auth-wait-seconds", seconds])
+    assert exited.value.code == 2
+    assert "--auth-wait-seconds must be a number of seconds, 0 or more" in capsys.readouterr().err
