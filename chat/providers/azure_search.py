@@ -220,6 +220,23 @@ def _index_errors() -> Iterator[None]:
         raise UpstreamError(message, code="search_unavailable") from error
 
 
+def document_filter(documents: set[str]) -> str:
+    """An OData filter matching the chunks of ``documents``, whatever characters their names hold.
+
+    ``search.in`` splits its list at a delimiter, so it gets one that no name contains; names
+    that hold every candidate are compared one by one instead.
+    """
+    names = sorted(documents)
+    delimiter = next((mark for mark in "|,;" if not any(mark in name for name in names)), None)
+    if delimiter is None:
+        return " or ".join(f"document eq '{_odata_text(name)}'" for name in names)
+    return f"search.in(document, '{_odata_text(delimiter.join(names))}', '{delimiter}')"
+
+
+def _odata_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
 class AzureIndexWriter:
     """Creates or updates the Azure AI Search index and keeps it in step with the ingested documents.
 
@@ -245,13 +262,12 @@ class AzureIndexWriter:
                 await self._indexes.get_index(self._index)
             except ResourceNotFoundError:
                 return {}
-            filter_ = None
-            if documents is not None:
-                names = "|".join(sorted(documents)).replace("'", "''")
-                filter_ = f"search.in(document, '{names}', '|')"
             # Without `top` the service answers the first 50 chunks only.
             results = await self._client.search(
-                search_text="*", filter=filter_, select=["id", "document", "content_hash"], top=EXISTING_LIMIT
+                search_text="*",
+                filter=None if documents is None else document_filter(documents),
+                select=["id", "document", "content_hash"],
+                top=EXISTING_LIMIT,
             )
             return {doc["id"]: (doc["document"], doc.get("content_hash") or "") async for doc in results}
 
