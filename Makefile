@@ -55,9 +55,10 @@ lint: $(DEV_STAMP)  ## ruff (lint and format) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint suite  ## lint, then the whole test suite (browser tests need Debian's chromium)
+test: dev lint  ## lint, then the whole test suite (browser tests need Debian's chromium)
+	$(BIN)/python -m pytest
 
-suite: dev  ## the test suite alone
+suite: dev  ## the test suite alone, without lint (what CI runs on its second Python)
 	$(BIN)/python -m pytest
 
 lock: $(DEV_STAMP)  ## recompile requirements.txt from requirements.in (add LOCK_FLAGS=--upgrade for the newest versions)

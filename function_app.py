@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import AsyncGenerator
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
-from chat import telemetry, web
+from chat import telemetry, tokens, web
 from chat.errors import ChatError, InvalidRequest, NotConfigured
+from chat.events import ChatEvent
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
@@ -60,6 +62,10 @@ async def _read_chat_request(req: Request, limits: LimitSettings) -> ChatRequest
     return parse_chat_request(bytes(body), limits)
 
 
+def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+
+
 async def _services_and_request(req: Request) -> tuple[Services, ChatRequest]:
     services = _services()
     return services, await _read_chat_request(req, services.settings.limits)
@@ -72,7 +78,7 @@ async def chat_stream(req: Request) -> Response:
         services, request = await _services_and_request(req)
     except ChatError as error:
         return _error_response(error)
-    events = telemetry.observed(answer(request, services.openai.chat, services.retriever))
+    events = telemetry.observed(_answer(services, request))
     lines = ndjson_lines(events, request.session_state)
     return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds)
 
@@ -86,7 +92,7 @@ async def chat(req: Request) -> Response:
         return _error_response(error)
     completion = CompletionBuilder(request.session_state)
     try:
-        async for event in telemetry.observed(answer(request, services.openai.chat, services.retriever)):
+        async for event in telemetry.observed(_answer(services, request)):
             completion.add(event)
     except Exception as error:
         return _error_response(report(error))
@@ -114,6 +120,9 @@ async def assets(req: Request) -> Response:
     """The page's scripts and styles, from chat/web/."""
     return web.asset(req.path_params.get("path", ""))
 
+
+# The tokenizer's tables take about half a second to load: at start-up, not in the first answer.
+tokens.preload()
 
 # Everything allocated so far (imports, the app) lives as long as the process: keep it out of the
 # garbage collector's generations, or a fresh instance pauses 50-110 ms in its first full

@@ -76,6 +76,7 @@ def check(response: httpx.Response, route: str) -> None:
         lines = [orjson.loads(line) for line in response.content.splitlines()]
         assert all("delta" in line for line in lines)
         assert lines[-1].get("finishReason") or lines[-1].get("error")
+        assert (lines[-1].get("error") or {}).get("code") != "internal_error", "a bug, not bad input"
     else:
         assert response.json()["message"]["role"] == "assistant"
 
@@ -94,3 +95,11 @@ async def test_any_body_gets_a_clean_answer(
 ) -> None:
     headers: dict[str, Any] = {"content-type": content_type} if content_type else {}
     check(await client.post(route, content=body, headers=headers), route)
+
+
+def test_check_refuses_a_stream_that_ends_in_internal_error() -> None:
+    """A 200 whose stream ends in internal_error is the server failing on the input: the fuzz test must see it."""
+    lines = [{"delta": {"role": "assistant"}}, {"delta": {}, "error": {"code": "internal_error", "message": "x"}}]
+    response = httpx.Response(200, content=b"\n".join(orjson.dumps(line) for line in lines))
+    with pytest.raises(AssertionError, match="a bug, not bad input"):
+        check(response, "/api/chat/stream")

@@ -12,7 +12,7 @@ from chat.settings import PROJECT_ROOT, ConfigurationError, all_variables, azure
 def test_defaults_are_the_embedded_local_mode() -> None:
     settings = get_settings()
     assert (settings.mode.openai_host, settings.mode.search_host) == ("local", "local")
-    assert settings.azure_openai.azure_openai_api_version == "2024-10-21"
+    assert settings.azure_openai.azure_openai_api_version == "2025-04-01-preview"
     assert settings.limits.stream_heartbeat_seconds < 230, "well inside Azure's idle limit"
 
 
@@ -44,6 +44,7 @@ def test_azure_mode_variables() -> None:
         "AZURE_OPENAI_CHAT_DEPLOYMENT",
         "AZURE_OPENAI_EMBEDDING_DEPLOYMENT",
         "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_CHAT_MODEL_KIND",
         "AZURE_SEARCH_ENDPOINT",
         "AZURE_SEARCH_INDEX",
         "AZURE_SEARCH_SEMANTIC_RANKER",

@@ -47,8 +47,8 @@ from chat.settings import PROJECT_ROOT
 from tests.conftest import HOST_LIMITS, LocalStack, child_environment, require
 from tests.ndjson_client import question
 
-# The worker library exists for Python 3.13+ only; CI runs this file on 3.13 (see .ci/run). On an
-# older Python it is skipped even with REQUIRE_ALL_TESTS=1: there it cannot run, not "was left out".
+# The worker library exists for Python 3.13+ only; CI runs this file on 3.13 (see .ci/run). Below
+# 3.13 it skips with that reason, or, under REQUIRE_ALL_TESTS=1, is not collected (tests/conftest.py).
 pytestmark = [
     pytest.mark.skipif(sys.version_info < (3, 13), reason="azure-functions-runtime (the worker) needs Python 3.13+"),
     pytest.mark.asyncio(loop_scope="module"),
