@@ -403,23 +403,27 @@ def response(status: int, **headers: str) -> httpx2.Response:
 
 
 @pytest.mark.parametrize(
-    ("answer", "status", "mode"),
+    ("answer", "easy_auth", "status", "mode"),
     [
-        (response(400), "warn", "anonymous"),
-        (response(401, **{"www-authenticate": 'Bearer realm="app.example"'}), "ok", "entra"),
+        (response(400), False, "warn", "anonymous"),
+        (response(401, **{"www-authenticate": 'Bearer realm="app.example"'}), True, "ok", "entra"),
         (
             response(302, location="https://app.example/.auth/login/aad?post_login_redirect_uri=/api/chat"),
+            True,
             "ok",
             "entra",
         ),
-        (response(401), "ok", "keys"),
-        (response(404), "fail", "404"),
+        (response(401), True, "ok", "entra"),
+        (response(403), True, "ok", "entra"),
+        (response(401), False, "ok", "keys"),
+        (response(404), False, "fail", "404"),
+        (response(500), False, "fail", "/api/chat answered HTTP 500"),
     ],
 )
 def test_the_auth_mode_is_read_from_the_answer_to_an_anonymous_call(
-    answer: httpx2.Response, status: str, mode: str
+    answer: httpx2.Response, easy_auth: bool, status: str, mode: str
 ) -> None:
-    check = judge_auth(answer)
+    check = judge_auth(answer, easy_auth=easy_auth)
     assert check.status == status
     assert check.detail.startswith(mode)
 

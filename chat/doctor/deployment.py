@@ -122,8 +122,12 @@ def judge_stream(url: str, timing: StreamTiming) -> Check:
     return ok(name, f"{figures}: incremental")
 
 
-def judge_auth(response: httpx2.Response) -> Check:
-    """What the chat API answers a caller without credentials reveals about the auth mode."""
+def judge_auth(response: httpx2.Response, *, easy_auth: bool) -> Check:
+    """The auth mode, from what the chat API answers a caller without credentials.
+
+    ``easy_auth``: whether /.auth/me exists, i.e. App Service authentication runs in front of the
+    host (it answers that path; without it the host answers 404).
+    """
     name = "auth mode"
     status = response.status_code
     location = response.headers.get("location", "")
@@ -134,8 +138,10 @@ def judge_auth(response: httpx2.Response) -> Check:
         return ok(name, f"entra: App Service authentication asks for {response.headers['www-authenticate'][:60]}")
     if status in (301, 302, 307) and ("login" in location or "/.auth/" in location):
         return ok(name, "entra: App Service authentication redirects callers without a token to sign in")
+    if status in (401, 403, 404) and easy_auth:
+        return ok(name, f"entra: App Service authentication (/.auth/me exists) answers {status} without a token")
     if status == 401:
-        return ok(name, "keys: a function key is required (401 without WWW-Authenticate)")
+        return ok(name, "keys: a function key is required (401 without WWW-Authenticate, no /.auth/me)")
     if status == 404:
         fix = "check the deployment log; below Python 3.13 the app setting PYTHON_ENABLE_INIT_INDEXING=1 is needed"
         return fail(name, "404 from /api/chat: the functions are not loaded", fix)
@@ -196,7 +202,8 @@ async def check_deployment(url: str, *, origin: str | None, key: str | None, tok
             return [fail("reachable", f"cannot reach {url}: {type(error).__name__}", fix)]
         checks.append(await check_page(http, url))
         checks.append(await check_cors(http, url, origin))
-        auth = judge_auth(await http.post(f"{url}/api/chat", json={}))
+        easy_auth = (await http.get(f"{url}/.auth/me")).status_code != 404
+        auth = judge_auth(await http.post(f"{url}/api/chat", json={}), easy_auth=easy_auth)
         checks.append(auth)
         credentials = _credentials(key, token)
         if auth.status == "ok" and not credentials:
