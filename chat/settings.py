@@ -8,6 +8,8 @@ must carry from them, and the infra tests compare that set with the Bicep templa
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -209,3 +211,16 @@ def all_variables() -> frozenset[str]:
     """Every variable the product reads, in any mode."""
     groups = [field.annotation for field in Settings.model_fields.values()]
     return frozenset().union(*(g.variables() for g in groups if isinstance(g, type) and issubclass(g, _EnvGroup)))
+
+
+def adopt_values(values: Mapping[str, str]) -> list[str]:
+    """Make the product's variables among ``values`` this process's environment; the names set.
+
+    For tools that take a configuration from elsewhere, as the doctor takes azd's environment:
+    the settings then read it as the deployed app reads its app settings.
+    """
+    names = sorted(all_variables() & values.keys())
+    for name in names:
+        os.environ[name] = values[name]
+    get_settings.cache_clear()
+    return names

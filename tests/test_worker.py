@@ -285,6 +285,8 @@ async def test_a_bad_body_gets_its_4xx(worker: Worker, body: bytes, content_type
 
 async def test_the_stream_arrives_line_by_line(worker: Worker) -> None:
     payload = question(f"mushroom and pineapple? {SLOW_UPSTREAM}")
+    # A follow-up question, so that the model is called (to rewrite it) before the search.
+    payload["messages"][:0] = [{"role": "user", "content": "A pizza?"}, {"role": "assistant", "content": "Yes."}]
     started = time.perf_counter()
     response, invoked = await worker.call("chat_stream", "POST", "/api/chat/stream", json=payload)
     # The worker reports success once the function returned its StreamingResponse, before the stream ends.

@@ -1,22 +1,21 @@
 """Where the doctor's configuration comes from: this process's environment, or the azd environment.
 
 A laptop that ran ``azd up`` has the deployment's settings in azd's environment, not in the
-shell. When the shell configures no Azure endpoint and azd is installed, the doctor copies the
-variables the product reads from ``azd env get-values`` into its own environment, so that
-chat.settings (the only reader of the environment) sees them as the deployed app does.
+shell. When the shell configures no Azure endpoint and azd is installed, the doctor makes the
+variables the product reads from ``azd env get-values`` its own (chat.settings.adopt_values), so
+that the settings see them as the deployed app sees its app settings.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 from typing import Literal
 
 from dotenv import dotenv_values
 
-from chat.settings import ConfigurationError, all_variables, get_settings
+from chat.settings import ConfigurationError, adopt_values, get_settings
 
 Source = Literal["auto", "environment", "azd"]
 
@@ -52,8 +51,4 @@ def load_configuration(source: Source) -> str:
         if source == "azd":
             return "azd found no environment: run azd env list, or azd up first"
         return "from the environment; azd has none to offer"
-    names = all_variables() & values.keys()
-    for name in names:
-        os.environ[name] = values[name]
-    get_settings.cache_clear()
-    return f"from the azd environment: {len(names)} variables"
+    return f"from the azd environment: {len(adopt_values(values))} variables"
