@@ -8,17 +8,19 @@ must carry from them, and the infra tests compare that set with the Bicep templa
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 OpenAIHost = Literal["azure", "openai", "local"]
 SearchHost = Literal["azure", "local"]
+AuthMode = Literal["entra", "keys", "anonymous"]
 
 
 class ConfigurationError(Exception):
@@ -32,6 +34,11 @@ class _EnvGroup(BaseSettings):
     def variables(cls) -> frozenset[str]:
         """The environment variable names this group reads."""
         return frozenset(name.upper() for name in cls.model_fields)
+
+    @classmethod
+    def azure_variables(cls) -> frozenset[str]:
+        """The ones an Azure deployment sets as app settings: all of them, unless a group says otherwise."""
+        return cls.variables()
 
 
 class ModeSettings(_EnvGroup):
@@ -106,12 +113,69 @@ class LimitSettings(_EnvGroup):
     stream_heartbeat_seconds: float = Field(15.0, gt=0)
 
 
+# An origin as CORS and CSP write it: scheme, host, optional port; nothing that could end a CSP directive.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+class SecuritySettings(_EnvGroup):
+    """Who may call, what one caller may spend, and what the page and the answers show (README "Security").
+
+    Azure sets the auth mode, the per-client limits and the page's connect origins as app settings
+    (``azure_variables``); the other defaults hold there too.
+    """
+
+    # entra: the platform signs users in and the app also refuses calls without a principal;
+    # keys: the chat routes need a function key; anonymous: open (the laptop default).
+    chat_auth_mode: AuthMode = "anonymous"
+    # Set by the platform (not an app setting) when its built-in authentication is on: only then do
+    # the X-MS-CLIENT-PRINCIPAL-* headers come from the platform rather than from the caller.
+    website_auth_enabled: bool = False
+    # Per client (signed-in user, else address) and per instance; see chat/client_limits.py.
+    chat_max_streams_per_client: int = Field(4, ge=1)
+    chat_requests_per_minute_per_client: int = Field(20, ge=1)
+    # Overrides that cost money: the largest `top` a request may ask for, and whether it may turn
+    # the semantic ranker on.
+    chat_max_top: int = Field(10, ge=1, le=50)
+    chat_allow_semantic_ranker_override: bool = False
+    # Whether `thoughts` carry the full prompt (system prompt, history, sources).
+    chat_expose_prompt: bool = False
+    # How long /api/health reuses its last provider check, so probes never call the model each time.
+    chat_health_cache_seconds: float = Field(30.0, ge=0)
+    # Comma-separated origins the page may connect to besides its own (CSP connect-src): the
+    # origins allowed by CORS (AZURE_CORS_ALLOWED_ORIGINS in Azure, Host.CORS locally).
+    chat_csp_connect_origins: str = ""
+
+    @classmethod
+    def azure_variables(cls) -> frozenset[str]:
+        return frozenset(
+            {
+                "CHAT_AUTH_MODE",
+                "CHAT_MAX_STREAMS_PER_CLIENT",
+                "CHAT_REQUESTS_PER_MINUTE_PER_CLIENT",
+                "CHAT_CSP_CONNECT_ORIGINS",
+            }
+        )
+
+    @field_validator("chat_csp_connect_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (part.strip() for part in value.split(","))):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError("each entry must be an origin such as https://www.contoso.com")
+        return value
+
+    @property
+    def connect_origins(self) -> tuple[str, ...]:
+        return tuple(filter(None, (part.strip() for part in self.chat_csp_connect_origins.split(","))))
+
+
 _AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
     ModeSettings,
     AzureOpenAISettings,
     AzureSearchSettings,
     IdentitySettings,
     TelemetrySettings,
+    SecuritySettings,
 )
 
 
@@ -120,7 +184,7 @@ def azure_mode_variables() -> frozenset[str]:
 
     LimitSettings is left out on purpose: its defaults hold in Azure too.
     """
-    return frozenset().union(*(group.variables() for group in _AZURE_MODE_GROUPS))
+    return frozenset().union(*(group.azure_variables() for group in _AZURE_MODE_GROUPS))
 
 
 class Settings(BaseModel):
@@ -137,6 +201,7 @@ class Settings(BaseModel):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _required_for_mode(self) -> Settings:
@@ -151,9 +216,8 @@ class Settings(BaseModel):
         if self.mode.search_host == "azure" and not self.azure_search.azure_search_endpoint:
             missing.append("AZURE_SEARCH_ENDPOINT")
         if missing:
-            raise ValueError(
-                f"OPENAI_HOST={self.mode.openai_host} and SEARCH_HOST={self.mode.search_host} need {', '.join(missing)}"
-            )
+            # Names only: error bodies and health details never show a variable's value.
+            raise ValueError(f"the configured OPENAI_HOST and SEARCH_HOST need {', '.join(missing)}")
         return self
 
 
