@@ -17,9 +17,11 @@ import httpx
 import orjson
 import pytest
 
+from chat.localstack import running
 from chat.services import close_services, get_services
 from chat.settings import PROJECT_ROOT, get_settings
-from tests.conftest import LocalStack, child_environment
+from tests.conftest import LocalStack, child_environment, host_server
+from tests.ndjson_client import question, stream
 from tests.sdk_fakes import ChatScript, EmbeddingScript
 
 QUESTION = {"messages": [{"role": "user", "content": "Which pizza has mushroom and pineapple?"}]}
@@ -173,6 +175,33 @@ async def test_health_checks_the_providers_once_per_cache_period(
     now[0] += 1
     await client.get("/api/health")
     assert len(calls) == 4
+
+
+async def test_a_slot_is_free_again_once_the_client_hangs_up(local_stack: LocalStack, tmp_path: Path) -> None:
+    """Over a socket, against a local host that allows one open answer per client."""
+    environment = child_environment(
+        LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
+        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
+        LOCAL_INDEX_PATH=str(local_stack.index_path),
+        CHAT_MAX_STREAMS_PER_CLIENT="1",
+    )
+    host, url = host_server(tmp_path, environment)
+    slow = question("mushroom? [[upstream ttft=0.2 tps=5 tokens=200]]")
+    with running([host]):
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream("POST", f"{url}/api/chat/stream", json=slow) as first:
+                async for raw in first.aiter_lines():
+                    if b'"content"' in raw.encode():
+                        break  # the answer is streaming: the slot is taken
+                second = await http.post(f"{url}/api/chat/stream", json=question())
+                assert second.status_code == 429
+                assert second.headers["retry-after"] == "5"
+            # The first client hung up (the connection closed above): its slot comes free.
+            deadline = asyncio.get_running_loop().time() + 10
+            while (status := (await stream(url, question("mushroom? [[upstream tps=400 tokens=3]]"))).status) == 429:
+                assert asyncio.get_running_loop().time() < deadline, "the slot was never released"
+                await asyncio.sleep(0.1)
+            assert status == 200
 
 
 # --- The page: headers, and odd paths over a real socket ---
