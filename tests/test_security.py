@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from chat.devserver import create_app
 from chat.localstack import running
 from chat.services import close_services, get_services
 from chat.settings import PROJECT_ROOT, get_settings
@@ -300,3 +301,16 @@ async def test_error_bodies_show_no_paths_or_endpoints(
     details = await client.get("/api/health/details")
     assert str(tmp_path) not in details.text
     assert "127.0.0.1" not in details.text, "no endpoint in the details either"
+
+
+async def test_the_local_host_adds_its_cors_origins_to_connect_src(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": {}, "Host": {"CORS": "http://localhost:5173, *"}}))
+    monkeypatch.delenv("CHAT_CSP_CONNECT_ORIGINS", raising=False)  # load_local_settings sets it; monkeypatch undoes it
+    app = create_app(settings_file)
+    get_settings.cache_clear()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        page = await http.get("/")
+    assert "connect-src 'self' http://localhost:5173;" in page.headers["content-security-policy"]
