@@ -746,7 +746,7 @@ HOSTILE_ANSWER = [
 
 def test_model_output_and_document_text_render_inert(open_page: OpenPage) -> None:
     results = [{**point, "snippet": point["content"]} for point in HOSTILE_POINTS]
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"delta": {"role": "assistant"}, "context": {"stage": {"name": "question", "status": "done", "title": "Q"}}},
         {
             "delta": {},
