@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -81,7 +82,9 @@ class NdjsonStreamingResponse(StreamingResponse):
         super().__init__(lines, media_type=NDJSON, headers=STREAM_HEADERS)
         self._lines = lines
         self._heartbeat_seconds = heartbeat_seconds
-        self._on_close = on_close
+        # Runs once: when the response has run, or when it is dropped without ever running (a host
+        # that gave up on the request), so a per-client slot is never held forever.
+        self._on_close = weakref.finalize(self, on_close)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

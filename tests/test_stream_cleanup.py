@@ -10,6 +10,7 @@ answer is streaming, and with one whose client leaves mid-answer.
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import orjson
@@ -129,3 +130,15 @@ async def test_open_answers_per_client_answer_429_until_one_ends(
     assert second.status_code == 200
     await second(scope("2.4"), never_disconnects, send)
     assert get_services().limiter.open_count("address:unknown") == 0
+
+
+async def test_a_response_that_never_runs_gives_its_slot_back(
+    local_index: Path, embedding_script: EmbeddingScript, chat_script: ChatScript
+) -> None:
+    """A host that drops the response without sending it (the client left first) must not keep the slot."""
+    response = await open_stream()
+    assert get_services().limiter.open_count("address:unknown") == 1
+    del response
+    gc.collect()
+    assert get_services().limiter.open_count("address:unknown") == 0
+    assert chat_script.streams == [], "the pipeline never started, so there was nothing upstream to close"
