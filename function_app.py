@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import AsyncGenerator
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 from pydantic import ValidationError
 
-from chat import telemetry, web
+from chat import telemetry, tokens, web
 from chat.access import (
     FORWARDED_FOR_HEADER,
     PRINCIPAL_ID_HEADER,
@@ -27,6 +28,7 @@ from chat.access import (
 )
 from chat.client_limits import Slot, TooManyRequests
 from chat.errors import ChatError, InvalidRequest, NotConfigured
+from chat.events import ChatEvent
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
@@ -111,6 +113,10 @@ async def _read_chat_request(req: Request, services: Services) -> ChatRequest:
     return parse_chat_request(bytes(body), limits, services.settings.security)
 
 
+def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+
+
 async def _admit(req: Request) -> tuple[Services, ChatRequest, Slot]:
     """Who may call (401), how much they may (429), what they asked (400/413/415), in that order.
 
@@ -133,7 +139,7 @@ async def chat_stream(req: Request) -> Response:
         services, request, slot = await _admit(req)
     except ChatError as error:
         return _error_response(error)
-    events = telemetry.observed(answer(request, services.openai.chat, services.retriever))
+    events = telemetry.observed(_answer(services, request))
     lines = ndjson_lines(events, request.session_state)
     return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds, on_close=slot.release)
 
@@ -147,7 +153,7 @@ async def chat(req: Request) -> Response:
         return _error_response(error)
     completion = CompletionBuilder(request.session_state)
     try:
-        async for event in telemetry.observed(answer(request, services.openai.chat, services.retriever)):
+        async for event in telemetry.observed(_answer(services, request)):
             completion.add(event)
     except Exception as error:
         return _error_response(report(error))
@@ -205,6 +211,9 @@ async def assets(req: Request) -> Response:
     origins = security.connect_origins if security else ()
     return web.asset(req.path_params.get("path", ""), req.scope.get("raw_path"), origins)
 
+
+# The tokenizer's tables take about half a second to load: at start-up, not in the first answer.
+tokens.preload()
 
 # Everything allocated so far (imports, the app) lives as long as the process: keep it out of the
 # garbage collector's generations, or a fresh instance pauses 50-110 ms in its first full

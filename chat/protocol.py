@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic.alias_generators import to_camel
 
 from chat.errors import ChatError, InvalidRequest
-from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, RetrievalMode, SearchResult, Stage
+from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, Notice, RetrievalMode, SearchResult, Stage
 from chat.settings import LimitSettings, SecuritySettings
 
 
@@ -185,6 +185,10 @@ def stage_body(stage: Stage) -> dict[str, Any]:
     return body
 
 
+def notice_body(notice: Notice) -> dict[str, str]:
+    return {"code": notice.code, "message": notice.message}
+
+
 def data_point(result: SearchResult) -> dict[str, str]:
     return {"id": result.id, "title": result.title, "source": result.source, "content": result.content}
 
@@ -219,6 +223,8 @@ class StreamEncoder:
             line["context"] = {"stage": stage_body(event)}
         elif isinstance(event, FollowupQuestions):
             line["context"] = {"followupQuestions": event.questions}
+        elif isinstance(event, Notice):
+            line["context"] = {"notice": notice_body(event)}
         elif isinstance(event, Completed):
             line["finishReason"] = event.finish_reason
             line["context"] = completion_context(event)
@@ -236,6 +242,7 @@ class CompletionBuilder:
         self._content: list[str] = []
         self._stages: list[dict[str, Any]] = []
         self._followups: list[str] = []
+        self._notices: list[dict[str, str]] = []
         self._done: Completed | None = None
 
     def add(self, event: ChatEvent) -> None:
@@ -245,6 +252,8 @@ class CompletionBuilder:
             self._stages.append(stage_body(event))
         elif isinstance(event, FollowupQuestions):
             self._followups = event.questions
+        elif isinstance(event, Notice):
+            self._notices.append(notice_body(event))
         elif isinstance(event, Completed):
             self._done = event
 
@@ -255,6 +264,8 @@ class CompletionBuilder:
         context["stages"] = self._stages
         if self._followups:
             context["followupQuestions"] = self._followups
+        if self._notices:
+            context["notices"] = self._notices
         return {
             "message": {"role": "assistant", "content": "".join(self._content)},
             "finishReason": self._done.finish_reason,

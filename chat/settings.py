@@ -21,6 +21,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OpenAIHost = Literal["azure", "openai", "local"]
 SearchHost = Literal["azure", "local"]
 AuthMode = Literal["entra", "keys", "anonymous"]
+# "reasoning" models (GPT-5 family, o-series) take max_completion_tokens and reasoning_effort and
+# refuse a temperature; "chat" models (gpt-4o, most local models) take max_tokens and temperature.
+ModelKind = Literal["chat", "reasoning"]
+QueryRewrite = Literal["auto", "always", "never"]
+# The local model server's context window; chat.localstack starts llama.cpp with it.
+DEFAULT_LOCAL_CONTEXT_TOKENS = 2048
 
 
 class ConfigurationError(Exception):
@@ -56,17 +62,20 @@ class AzureOpenAISettings(_EnvGroup):
     azure_openai_chat_deployment: str = ""
     azure_openai_embedding_deployment: str = ""
     azure_openai_api_version: str = "2024-10-21"
+    azure_openai_chat_model_kind: ModelKind = "chat"
 
 
 class OpenAIComSettings(_EnvGroup):
     openai_api_key: SecretStr = SecretStr("")
     openai_chat_model: str = "gpt-4o-mini"
     openai_embedding_model: str = "text-embedding-3-small"
+    openai_chat_model_kind: ModelKind = "chat"
 
 
 class LocalOpenAISettings(_EnvGroup):
     local_openai_endpoint: str = "http://127.0.0.1:8011/v1"
     local_openai_chat_model: str = "SmolLM2-135M-Instruct"
+    local_openai_chat_model_kind: ModelKind = "chat"
     local_embedding_endpoint: str = "http://127.0.0.1:8012/v1"
     local_embedding_model: str = "multilingual-e5-small-q4"
     # Empty means: the GGUF file bundled by requirements-local.txt (see chat.localstack).
@@ -113,12 +122,37 @@ class LimitSettings(_EnvGroup):
     stream_heartbeat_seconds: float = Field(15.0, gt=0)
 
 
+class ContextWindowSettings(_EnvGroup):
+    """The context window of each provider's chat model, in tokens: prompts are fitted to it.
+
+    The defaults hold for today's Azure OpenAI and openai.com chat models (128k and more), so
+    Azure need not set them; the local one is also the window chat.localstack starts llama.cpp with.
+    """
+
+    azure_openai_chat_context_tokens: int = Field(128_000, ge=1_024)
+    openai_chat_context_tokens: int = Field(128_000, ge=1_024)
+    local_openai_context_tokens: int = Field(DEFAULT_LOCAL_CONTEXT_TOKENS, ge=512)
+
+
+class AnsweringSettings(_EnvGroup):
+    """How an answer is produced, and what each of its model calls may spend."""
+
+    # Tokens the answer may have (for reasoning models: the visible answer; see chat.providers.llm).
+    chat_answer_max_tokens: int = Field(1024, ge=16)
+    # Tokens of earlier turns sent upstream; the oldest go first, the latest question is always whole.
+    chat_history_max_tokens: int = Field(4000, ge=0)
+    # auto: rewrite the question into a search query only when there are earlier turns to resolve.
+    chat_query_rewrite: QueryRewrite = "auto"
+    # Whether `thoughts` carry the full prompt (system prompt, history, sources) to the client.
+    chat_expose_prompt: bool = False
+
+
 # An origin as CORS and CSP write it: scheme, host, optional port; nothing that could end a CSP directive.
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 
 
 class SecuritySettings(_EnvGroup):
-    """Who may call, what one caller may spend, and what the page and the answers show (README "Security").
+    """Who may call, what one caller may spend, and what the page allows (README "Security").
 
     Azure sets the auth mode, the per-client limits and the page's connect origins as app settings
     (``azure_variables``); the other defaults hold there too.
@@ -137,8 +171,6 @@ class SecuritySettings(_EnvGroup):
     # the semantic ranker on.
     chat_max_top: int = Field(10, ge=1, le=50)
     chat_allow_semantic_ranker_override: bool = False
-    # Whether `thoughts` carry the full prompt (system prompt, history, sources).
-    chat_expose_prompt: bool = False
     # How long /api/health reuses its last provider check, so probes never call the model each time.
     chat_health_cache_seconds: float = Field(30.0, ge=0)
     # Comma-separated origins the page may connect to besides its own (CSP connect-src): the
@@ -201,6 +233,8 @@ class Settings(BaseModel):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    answering: AnsweringSettings = Field(default_factory=AnsweringSettings)
+    context_windows: ContextWindowSettings = Field(default_factory=ContextWindowSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from azure.search.documents.aio import SearchClient
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.embeddings import AsyncEmbeddings
 
+from chat import tokens
 from chat.devserver import create_app
 from chat.ingest import chunk_documents, collect_files, ingest
 from chat.localstack import Server, free_port, running
@@ -34,6 +35,9 @@ SAMPLE_DOCUMENTS = {
     "dough.md": "# Pizza dough\n\n## Ingredients\n500 g flour, 325 g water, 10 g salt, 2 g yeast.\n",
     "oven.txt": "Oven notes\n==========\n\nPreheat a baking steel for 45 minutes. A stone needs an hour.\n",
 }
+# As function_app does at start-up, so that no test times the tokenizer's one-off load.
+tokens.preload()
+
 # CI sets REQUIRE_ALL_TESTS=1: a missing tool (node packages, chromium, the local model) then fails
 # the test instead of skipping it, so nothing is silently left out of a CI run.
 REQUIRE_ALL_TESTS = os.environ.get("REQUIRE_ALL_TESTS") == "1"

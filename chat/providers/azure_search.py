@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,8 @@ from chat.events import RetrievalMode, SearchResult
 from chat.providers.llm import Embedder
 from chat.providers.retriever import IndexedChunk
 
+logger = logging.getLogger(__name__)
+
 SEMANTIC_CONFIGURATION = "default"
 VECTOR_PROFILE = "embedding-profile"
 SELECT_FIELDS = ["id", "title", "source", "content"]
@@ -51,6 +54,14 @@ def search_errors(timeout_seconds: float) -> Iterator[None]:
     except (AzureError, TimeoutError) as error:
         message = f"The search service could not be reached within {timeout_seconds:g} seconds."
         raise UpstreamError(message, code="search_unavailable") from error
+
+
+def _semantic_unavailable(error: BaseException | None) -> bool:
+    """Whether the service refused the semantic ranker itself (not enabled on the service, or its
+    free quota spent), as opposed to the query or the service failing: then searching without it helps."""
+    if not isinstance(error, HttpResponseError) or error.status_code not in (400, 402, 403, 429, 503):
+        return False
+    return "semantic" in str(error).lower()
 
 
 def index_schema(name: str, dimensions: int) -> SearchIndex:
@@ -104,7 +115,13 @@ class AzureSearchRetriever:
         self._timeout_seconds = timeout_seconds
 
     async def search(
-        self, query: str, *, top: int, mode: RetrievalMode, semantic_ranker: bool | None
+        self,
+        query: str,
+        *,
+        top: int,
+        mode: RetrievalMode,
+        semantic_ranker: bool | None,
+        notes: list[str] | None = None,
     ) -> list[SearchResult]:
         options: dict[str, Any] = {"top": top, "select": SELECT_FIELDS, "timeout": self._timeout_seconds}
         if mode != "text":
@@ -113,22 +130,50 @@ class AzureSearchRetriever:
             options["vector_queries"] = [
                 VectorizedQuery(vector=vector, k_nearest_neighbors=neighbours, fields="embedding")
             ]
-        if self._semantic_ranker if semantic_ranker is None else semantic_ranker:
-            options["query_type"] = "semantic"
-            options["semantic_configuration_name"] = SEMANTIC_CONFIGURATION
-            options["semantic_query"] = query  # the ranker needs text, also in vectors-only mode
+        search_text = None if mode == "vectors" else query
+        if not (self._semantic_ranker if semantic_ranker is None else semantic_ranker):
+            return await self._search(search_text, options)
+        semantic = {
+            "query_type": "semantic",
+            "semantic_configuration_name": SEMANTIC_CONFIGURATION,
+            "semantic_query": query,  # the ranker needs text, also in vectors-only mode
+            # Ranker over capacity or too slow: the service answers with the base ranking (and says why).
+            "semantic_error_mode": "partial",
+        }
+        try:
+            return await self._search(search_text, {**options, **semantic}, notes)
+        except UpstreamError as error:
+            if not _semantic_unavailable(error.__cause__):
+                raise
+            logger.warning("semantic ranker unavailable, searching without it: %s", error.__cause__)
+        if notes is not None:
+            notes.append("semantic ranker unavailable: ranked without it")
+        return await self._search(search_text, options)
+
+    async def _search(
+        self, search_text: str | None, options: dict[str, Any], notes: list[str] | None = None
+    ) -> list[SearchResult]:
+        """One query; with ``notes``, a semantic query whose results the ranker did not score is noted.
+
+        With ``semantic_error_mode="partial"`` the service answers with its base ranking when the
+        ranker is over capacity or too slow, and such results carry no reranker score (the SDK
+        exposes the service's stated reason only through private attributes).
+        """
         with search_errors(self._timeout_seconds):
-            results = await self._client.search(search_text=None if mode == "vectors" else query, **options)
-            return [
-                SearchResult(
-                    id=doc["id"],
-                    title=doc.get("title") or doc["source"],
-                    source=doc["source"],
-                    content=doc["content"],
-                    score=float(doc.get("@search.reranker_score") or doc.get("@search.score") or 0.0),
-                )
-                async for doc in results
-            ]
+            results = await self._client.search(search_text=search_text, **options)
+            documents = [doc async for doc in results]
+        if notes is not None and documents and all(doc.get("@search.reranker_score") is None for doc in documents):
+            notes.append("semantic ranker skipped: ranked without it")
+        return [
+            SearchResult(
+                id=doc["id"],
+                title=doc.get("title") or doc["source"],
+                source=doc["source"],
+                content=doc["content"],
+                score=float(doc.get("@search.reranker_score") or doc.get("@search.score") or 0.0),
+            )
+            for doc in documents
+        ]
 
     async def check(self) -> str:
         with search_errors(self._timeout_seconds):

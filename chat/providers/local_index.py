@@ -196,7 +196,13 @@ class LocalIndexRetriever:
             )
 
     async def search(
-        self, query: str, *, top: int, mode: RetrievalMode, semantic_ranker: bool | None
+        self,
+        query: str,
+        *,
+        top: int,
+        mode: RetrievalMode,
+        semantic_ranker: bool | None,
+        notes: list[str] | None = None,
     ) -> list[SearchResult]:
         """``semantic_ranker`` is an Azure AI Search feature; the local index has none and ignores it."""
         snapshot = await self._current()
