@@ -191,11 +191,14 @@ async def test_a_slot_is_free_again_once_the_client_hangs_up(local_stack: LocalS
     with running([host]):
         async with httpx.AsyncClient(timeout=30) as http:
             async with http.stream("POST", f"{url}/api/chat/stream", json=slow) as first:
+                seen = []
                 async for raw in first.aiter_lines():
-                    if b'"content"' in raw.encode():
+                    seen.append(orjson.loads(raw))
+                    if seen[-1]["delta"].get("content"):
                         break  # the answer is streaming: the slot is taken
+                assert seen[-1]["delta"].get("content"), f"the answer should still be streaming: {seen[-1]}"
                 second = await http.post(f"{url}/api/chat/stream", json=question())
-                assert second.status_code == 429
+                assert second.status_code == 429, (second.text, seen)
                 assert second.headers["retry-after"] == "5"
             # The first client hung up (the connection closed above): its slot comes free.
             deadline = asyncio.get_running_loop().time() + 10

@@ -252,9 +252,9 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     expect(steps.locator("summary")).to_contain_text("Thought process: 4 steps")
     steps.locator("summary").click()
     expect(steps).to_have_attribute("open", "")
-    expect(turn.locator('.step[data-stage="query"]')).to_contain_text(
-        "Generated search query: pizza recipes with mushroom and pineapple"
-    )
+    # A first question is searched as asked (CHAT_QUERY_REWRITE=auto rewrites only with history).
+    searched = "Searching for your question as asked: Which pizza has mushroom and pineapple?"
+    expect(turn.locator('.step[data-stage="query"]')).to_contain_text(searched)
     expect(turn.locator(".results li")).to_have_count(3)
     expect(turn.locator('.step[data-status="done"]')).to_have_count(4)
 
@@ -262,7 +262,7 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     announcements: list[str] = chat.evaluate("window.announcements_")
     assert announcements[:3] == [
         "Processing your question",
-        "Generated search query: pizza recipes with mushroom and pineapple",
+        f"{searched} [[upstream ttft=0.3 tps=400 tokens=36]]",
         "Found 3 results: 1) Mushroom and pineapple pizza 2) Mushroom and pineapple pizza: Method"
         " 3) Pizza dough: Ingredients",
     ]
