@@ -42,9 +42,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 def load_local_settings(path: Path | None = None) -> dict[str, Any]:
     """The first settings file that exists, applied to the environment; returns the whole file.
 
-    The page's Content-Security-Policy lets it connect to the ``Host.CORS`` origins too, as in
-    Azure, where Bicep passes the CORS origins to CHAT_CSP_CONNECT_ORIGINS. A ``*`` is left out:
-    it lets any site call this API, and says nothing about where this page may connect.
+    The page's Content-Security-Policy lets it connect to the ``Host.CORS`` origins too
+    (CHAT_CSP_CONNECT_ORIGINS, unless set). A ``*`` is left out: it lets any site call this API,
+    and says nothing about where this page may connect.
     """
     candidates = (path,) if path else SETTINGS_FILES
     for candidate in candidates:

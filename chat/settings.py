@@ -41,11 +41,6 @@ class _EnvGroup(BaseSettings):
         """The environment variable names this group reads."""
         return frozenset(name.upper() for name in cls.model_fields)
 
-    @classmethod
-    def azure_variables(cls) -> frozenset[str]:
-        """The ones an Azure deployment sets as app settings: all of them, unless a group says otherwise."""
-        return cls.variables()
-
 
 class ModeSettings(_EnvGroup):
     openai_host: OpenAIHost = "local"
@@ -61,8 +56,10 @@ class AzureOpenAISettings(_EnvGroup):
     azure_openai_endpoint: str = ""
     azure_openai_chat_deployment: str = ""
     azure_openai_embedding_deployment: str = ""
-    azure_openai_api_version: str = "2024-10-21"
-    azure_openai_chat_model_kind: ModelKind = "chat"
+    # The last dated data-plane version; it takes max_completion_tokens and reasoning_effort.
+    azure_openai_api_version: str = "2025-04-01-preview"
+    # The template's default model (gpt-5.6-luna) is a reasoning model, as is the GPT-5 family.
+    azure_openai_chat_model_kind: ModelKind = "reasoning"
 
 
 class OpenAIComSettings(_EnvGroup):
@@ -154,8 +151,9 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 class SecuritySettings(_EnvGroup):
     """Who may call, what one caller may spend, and what the page allows (README "Security").
 
-    Azure sets the auth mode, the per-client limits and the page's connect origins as app settings
-    (``azure_variables``); the other defaults hold there too.
+    Every default holds in Azure too, so the group is not among the Azure-mode variables; the
+    Bicep sets CHAT_AUTH_MODE and the per-client limits as app settings all the same (checked per
+    mode by tests/test_infra.py), and may pass the CORS origins to CHAT_CSP_CONNECT_ORIGINS.
     """
 
     # entra: the platform signs users in and the app also refuses calls without a principal;
@@ -174,19 +172,9 @@ class SecuritySettings(_EnvGroup):
     # How long /api/health reuses its last provider check, so probes never call the model each time.
     chat_health_cache_seconds: float = Field(30.0, ge=0)
     # Comma-separated origins the page may connect to besides its own (CSP connect-src): the
-    # origins allowed by CORS (AZURE_CORS_ALLOWED_ORIGINS in Azure, Host.CORS locally).
+    # origins allowed by CORS (the local host adds Host.CORS; in Azure, the same list as
+    # AZURE_CORS_ALLOWED_ORIGINS when the Bicep passes it on).
     chat_csp_connect_origins: str = ""
-
-    @classmethod
-    def azure_variables(cls) -> frozenset[str]:
-        return frozenset(
-            {
-                "CHAT_AUTH_MODE",
-                "CHAT_MAX_STREAMS_PER_CLIENT",
-                "CHAT_REQUESTS_PER_MINUTE_PER_CLIENT",
-                "CHAT_CSP_CONNECT_ORIGINS",
-            }
-        )
 
     @field_validator("chat_csp_connect_origins")
     @classmethod
@@ -207,7 +195,6 @@ _AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
     AzureSearchSettings,
     IdentitySettings,
     TelemetrySettings,
-    SecuritySettings,
 )
 
 
@@ -216,7 +203,7 @@ def azure_mode_variables() -> frozenset[str]:
 
     LimitSettings is left out on purpose: its defaults hold in Azure too.
     """
-    return frozenset().union(*(group.azure_variables() for group in _AZURE_MODE_GROUPS))
+    return frozenset().union(*(group.variables() for group in _AZURE_MODE_GROUPS))
 
 
 class Settings(BaseModel):

@@ -192,7 +192,10 @@ async def test_a_slot_is_free_again_once_the_client_hangs_up(local_stack: LocalS
         async with httpx.AsyncClient(timeout=30) as http:
             async with http.stream("POST", f"{url}/api/chat/stream", json=slow) as first:
                 seen = []
-                async for raw in first.aiter_lines():
+                # Held in a name: an iterator left to the garbage collector after `break` is closed,
+                # and closing it closes the connection, which would free the slot before the check.
+                lines = first.aiter_lines()
+                async for raw in lines:
                     seen.append(orjson.loads(raw))
                     if seen[-1]["delta"].get("content"):
                         break  # the answer is streaming: the slot is taken
