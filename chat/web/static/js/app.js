@@ -7,6 +7,9 @@ import { AssistantTurn, stageText, userTurn } from "./turns.js";
 // The API's base URL. On another site, point this meta tag at your function app
 // (e.g. https://<app>.azurewebsites.net/api/chat) and allow that site's origin with CORS.
 const ENDPOINT = document.querySelector('meta[name="chat-endpoint"]')?.content || "api/chat";
+// Set by the server when the platform signs users in (CHAT_AUTH_MODE=entra): a 401 from the API
+// means no session, or one that ended, so the page sends the reader to sign in and back here.
+const SIGN_IN = document.querySelector('meta[name="chat-sign-in"]')?.content || "";
 // The server reads the last few turns only; this keeps long conversations under its limits.
 const MAX_MESSAGES = 20;
 const REVEAL_DELAY_MS = 33;
@@ -110,6 +113,9 @@ async function run(turn, request) {
       update(() => turn.stopped());
       if (turn.text.trim()) messages.push({ role: "assistant", content: turn.text });
       announce("Stopped.");
+    } else if (error instanceof ChatError && error.status === 401 && SIGN_IN) {
+      update(() => turn.fail("Your session has ended. Taking you to sign in…"));
+      window.location.assign(SIGN_IN);
     } else {
       const message = error instanceof ChatError ? error.message : `Something went wrong in the page: ${error.message}`;
       if (!(error instanceof ChatError)) console.error(error);
