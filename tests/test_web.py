@@ -606,18 +606,25 @@ def _scripted_lines() -> list[dict[str, Any]]:
     ]
 
 
-def scripted_fetch(lines: list[dict[str, Any]], seed: int = 6) -> str:
+def scripted_fetch(lines: list[dict[str, Any]], seed: int = 6, completion: dict[str, Any] | None = None) -> str:
     """An init script: fetch of /api/chat/stream answers ``lines`` in chunks cut at awkward places
-    (mid-line, inside a UTF-8 character, several lines at once), 10 ms apart; other requests go to the network."""
+    (mid-line, inside a UTF-8 character, several lines at once), 10 ms apart; with ``completion``,
+    /api/chat answers it; other requests go to the network."""
     data = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines)
     rng = random.Random(seed)
-    inside_degree_sign = data.index("°".encode()) + 1
-    cuts = sorted({*rng.sample(range(1, len(data)), len(lines) // 2), inside_degree_sign})
+    degree = data.find("°".encode())
+    inside_degree_sign = {degree + 1} if degree >= 0 else set()
+    cuts = sorted({*rng.sample(range(1, len(data)), len(lines) // 2), *inside_degree_sign})
     chunks = [list(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return f"""
       const realFetch = window.fetch;
       const chunks = {json.dumps(chunks)};
+      const completion = {json.dumps(completion)};
       window.fetch = (url, options) => {{
+        if (completion && String(url).endsWith('api/chat')) {{
+          const headers = {{ 'Content-Type': 'application/json' }};
+          return Promise.resolve(new Response(JSON.stringify(completion), {{ headers }}));
+        }}
         if (!String(url).endsWith('api/chat/stream')) return realFetch(url, options);
         let index = 0;
         const body = new ReadableStream({{
@@ -672,6 +679,37 @@ def test_a_stream_cut_at_awkward_places_renders_the_exact_answer_and_its_citatio
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     assert_accessible(page, "finished-phone")
     screenshot(page, "finished-phone")
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_an_answer_cut_by_the_content_filter_says_so(open_page: OpenPage, streaming: bool) -> None:
+    notice = {"code": "content_filtered", "message": "The rest of this answer was withheld by the content filter."}
+    lines: list[dict[str, Any]] = [
+        {"delta": {"role": "assistant"}, "context": {"stage": {"name": "question", "status": "done", "title": "Q"}}},
+        {"delta": {"content": "The first part of the answer"}},
+        {"delta": {}, "context": {"notice": notice}},
+        {"delta": {}, "finishReason": "content_filter", "context": {"dataPoints": [], "thoughts": [], "usage": {}}},
+    ]
+    completion = {
+        "message": {"role": "assistant", "content": "The first part of the answer"},
+        "finishReason": "content_filter",
+        "context": {"dataPoints": [], "stages": [], "notices": [notice]},
+        "sessionState": None,
+    }
+    page = open_page(init_script=scripted_fetch(lines, completion=completion))
+    if not streaming:
+        page.get_by_text("Settings").click()
+        page.get_by_label("Stream the answer").uncheck()
+        page.keyboard.press("Escape")
+    ask(page, "Anything?")
+    wait_until_settled(page)
+    turn = page.locator(LAST_TURN)
+    expect(turn.locator(".notice")).to_have_text(notice["message"])
+    expect(turn.locator(".followup")).to_have_count(0)
+    assert answer_text(page) == "The first part of the answer"
+    state = f"content-filtered-{'stream' if streaming else 'json'}"
+    assert_accessible(page, state)
+    screenshot(page, state)
 
 
 # --- Security: the policy is enforced, hostile text stays text, a 401 signs the reader in ---

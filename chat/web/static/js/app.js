@@ -106,7 +106,7 @@ async function run(turn, request) {
     await reveal.drained();
     update(() => turn.finish({ ...result, seconds: (performance.now() - started) / 1000 }));
     messages.push({ role: "assistant", content: turn.text });
-    announce(`Answer: ${turn.text}`);
+    announce([`Answer: ${turn.text}`, ...result.notices.map((notice) => notice.message)].join(" "));
   } catch (error) {
     reveal.flush();
     if (controller.signal.aborted) {
@@ -131,6 +131,7 @@ async function run(turn, request) {
 async function readStream(body, signal, turn, reveal) {
   let final = null;
   let followupQuestions = [];
+  const notices = [];
   for await (const line of streamChat(ENDPOINT, body, { signal })) {
     if (line.error) throw new ChatError(line.error.message, { code: line.error.code });
     const context = line.context ?? {};
@@ -142,10 +143,11 @@ async function readStream(body, signal, turn, reveal) {
     }
     if (line.delta?.content) reveal.push(line.delta.content);
     if (context.followupQuestions) followupQuestions = context.followupQuestions;
+    if (context.notice) notices.push(context.notice);
     if (line.finishReason) final = line;
   }
   if (!final) throw new ChatError("The connection closed before the answer was complete.", { code: "incomplete" });
-  return { dataPoints: final.context?.dataPoints ?? [], followupQuestions };
+  return { dataPoints: final.context?.dataPoints ?? [], followupQuestions, notices };
 }
 
 /** POST /api/chat: the same answer in one piece, for when streaming is switched off. */
@@ -157,7 +159,11 @@ async function readCompletion(body, signal, turn) {
     for (const stage of context.stages ?? []) turn.stage(stage);
     turn.appendText(completion.message?.content ?? "");
   });
-  return { dataPoints: context.dataPoints ?? [], followupQuestions: context.followupQuestions ?? [] };
+  return {
+    dataPoints: context.dataPoints ?? [],
+    followupQuestions: context.followupQuestions ?? [],
+    notices: context.notices ?? [],
+  };
 }
 
 function stop() {
