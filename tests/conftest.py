@@ -227,6 +227,9 @@ HOST_LIMITS = {
     "OPENAI_TIMEOUT_SECONDS": "2",
     "OPENAI_MAX_RETRIES": "2",
     "STREAM_HEARTBEAT_SECONDS": "0.5",
+    # Every test of the session is one client (127.0.0.1): the per-client limits are tested on their own.
+    "CHAT_REQUESTS_PER_MINUTE_PER_CLIENT": "100000",
+    "CHAT_MAX_STREAMS_PER_CLIENT": "1000",
 }
 
 

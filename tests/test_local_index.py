@@ -143,7 +143,7 @@ async def test_missing_index_and_other_embedding_model(local_index: Path, monkey
     get_settings.cache_clear()
     other = LocalIndexRetriever(local_index, build_openai_clients(get_settings(), None).embedder)
     assert (await other.search("mushroom", top=1, mode="text", semantic_ranker=None))[0].source
-    with pytest.raises(UpstreamError, match="another-model") as raised:
+    with pytest.raises(UpstreamError, match="another embedding model") as raised:
         await other.search("mushroom", top=1, mode="hybrid", semantic_ranker=None)
     assert raised.value.code == "index_mismatch"
 

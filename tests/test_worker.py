@@ -27,6 +27,7 @@ What the real host does that this test does not reproduce:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import subprocess
@@ -61,6 +62,7 @@ EXPECTED_ROUTES = {
     "chat_stream": ("api/chat/stream", ["POST"]),
     "chat": ("api/chat", ["POST"]),
     "health": ("api/health", ["GET"]),
+    "health_details": ("api/health/details", ["GET"]),
     "page": ("/", ["GET"]),
     "assets": ("assets/{*path}", ["GET"]),
 }
@@ -146,15 +148,16 @@ class Worker:
         return await response, answered
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
+@contextlib.asynccontextmanager
+async def running_worker(local_stack: LocalStack, folder: Path, **settings: str) -> AsyncIterator[Worker]:
+    """A host's gRPC server and a worker process connected to it, initialised, indexed and loaded."""
     found = {name: importlib.util.find_spec(name) is not None for name in ("azure_functions_runtime", "grpc_tools")}
     require(all(found.values()), f"needs requirements-dev.txt on Python 3.13 (installed: {found})")
     import grpc
 
     from tests.functions_rpc import compile_protocol, load_protocol
 
-    protocol = compile_protocol(tmp_path_factory.mktemp("protocol"))
+    protocol = compile_protocol(folder)
     messages, service = load_protocol(protocol)
     host = FunctionsHost(messages)
     server = grpc.aio.server()
@@ -169,12 +172,13 @@ async def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFacto
         LOCAL_INDEX_PATH=str(local_stack.index_path),
         FUNCTIONS_WORKER_RUNTIME="python",
         **HOST_LIMITS,
+        **settings,
     )
     worker_id = str(uuid.uuid4())
     command = [sys.executable, "-m", "tests.functions_worker", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--functions-worker-id", worker_id, "--functions-request-id", str(uuid.uuid4())]
     command += ["--protocol", str(protocol)]
-    process = start(command, environment, tmp_path_factory.mktemp("worker") / "worker.log")
+    process = start(command, environment, folder / "worker.log")
     try:
         started = await asyncio.wait_for(host.started, ANSWER_TIMEOUT_SECONDS)
         assert started.worker_id == worker_id
@@ -195,6 +199,12 @@ async def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFacto
         await server.stop(grace=1)
         process.terminate()
         process.wait(10)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
+    async with running_worker(local_stack, tmp_path_factory.mktemp("worker")) as started:
+        yield started
 
 
 def start(command: list[str], environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -228,7 +238,15 @@ async def test_the_worker_starts_its_http_server_and_indexes_every_function(work
     assert worker.init.worker_metadata.runtime_version == f"{sys.version_info.major}.{sys.version_info.minor}"
     routes = {name: (f.trigger["route"], sorted(f.trigger["methods"])) for name, f in worker.functions.items()}
     assert routes == EXPECTED_ROUTES
-    assert all(f.trigger["authLevel"] == "ANONYMOUS" for f in worker.functions.values())
+    assert all(f.trigger["authLevel"] == "ANONYMOUS" for f in worker.functions.values())  # CHAT_AUTH_MODE default
+
+
+async def test_in_keys_mode_the_host_is_told_to_require_a_function_key(local_stack: LocalStack, tmp_path: Path) -> None:
+    """The host, not the app, checks function keys: the worker must report FUNCTION for the chat routes."""
+    async with running_worker(local_stack, tmp_path, CHAT_AUTH_MODE="keys") as keyed:
+        levels = {name: function.trigger["authLevel"] for name, function in keyed.functions.items()}
+    protected = dict.fromkeys(("chat_stream", "chat", "health_details"), "FUNCTION")
+    assert levels == {**protected, "health": "ANONYMOUS", "page": "ANONYMOUS", "assets": "ANONYMOUS"}
 
 
 # --- each route: invocation over gRPC plus the forwarded HTTP request --------------------------------

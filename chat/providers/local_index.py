@@ -10,6 +10,7 @@ never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -25,6 +26,8 @@ from chat.errors import ChatError, UpstreamError
 from chat.events import RetrievalMode, SearchResult
 from chat.providers.llm import Embedder
 from chat.providers.retriever import IndexedChunk
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 RRF_K = 60
@@ -173,9 +176,10 @@ class LocalIndexRetriever:
         try:
             stamp = _stamp(self._path)
         except FileNotFoundError:
+            # The path goes to the server's log only: error bodies never show the server's files.
+            logger.warning("no local index at %s", self._path)
             raise UpstreamError(
-                f"There is no local index at {self._path}. Run: python -m chat.ingest data/docs",
-                code="index_missing",
+                "There is no local index yet. Run: python -m chat.ingest data/docs", code="index_missing"
             ) from None
         if self._snapshot is None or self._snapshot.stamp != stamp:
             async with self._loading:
@@ -186,9 +190,9 @@ class LocalIndexRetriever:
     def _check_embeddings(self, snapshot: _Snapshot) -> None:
         built_with = snapshot.meta.get("embedding_model")
         if built_with != self._embedder.model:
+            logger.warning("the local index has embeddings of %r, the app uses %r", built_with, self._embedder.model)
             raise UpstreamError(
-                f"The local index was built with embedding model {built_with!r}, but {self._embedder.model!r} "
-                "is configured. Run ingest again.",
+                "The local index was built with another embedding model than the configured one. Run ingest again.",
                 code="index_mismatch",
             )
 
