@@ -146,7 +146,8 @@ def test_a_missing_local_index_fails_with_the_ingest_command(
     )
     assert code == 1
     assert lines_of(output, "FAIL") == [
-        f"FAIL local index: There is no local index at {absent}. Run: python -m chat.ingest data/docs"
+        f"FAIL local index: {absent}: There is no local index yet. Run: python -m chat.ingest data/docs"
+        " (LOCAL_EMBEDDING_MODEL=multilingual-e5-small-q4)"
     ]
     assert "fix: python -m chat.ingest data/docs --prune" in output
 

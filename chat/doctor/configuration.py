@@ -216,7 +216,9 @@ async def local_index_check(settings: Settings, clients: OpenAIClients) -> Check
     try:
         size = await retriever.check()
     except ChatError as error:
-        return fail("local index", error.message, "python -m chat.ingest data/docs --prune (make run does it)")
+        # The app's message leaves out the path (error bodies never show the server's files); the doctor names it.
+        detail = f"{path}: {error.message} (LOCAL_EMBEDDING_MODEL={clients.embedder.model})"
+        return fail("local index", detail, "python -m chat.ingest data/docs --prune (make run does it)")
     finally:
         await retriever.aclose()
     return ok("local index", f"{path}: {size}, embedded with {clients.embedder.model}")
