@@ -30,7 +30,7 @@ from chat.localmodel import MODELS, ModelError, verified_path
 from chat.settings import PROJECT_ROOT, Settings, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
-SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
+SAMPLE_DOCS_FOLDER = PROJECT_ROOT / "data" / "docs"
 READY_TIMEOUT_SECONDS = 120.0
 
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         with running(servers_to_start(settings)):
             if settings.mode.search_host == "local" and not args.no_ingest:
                 print("updating the local index from data/docs", flush=True)
-                status = ingest.main([str(SAMPLE_DOCUMENTS), "--prune"])
+                status = ingest.main([str(SAMPLE_DOCS_FOLDER), "--prune"])
                 if status != 0:
                     return status
             if args.no_host:

@@ -8,17 +8,21 @@ must carry from them, and the infra tests compare that set with the Bicep templa
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 OpenAIHost = Literal["azure", "openai", "local"]
 SearchHost = Literal["azure", "local"]
+AuthMode = Literal["entra", "keys", "anonymous"]
 # "reasoning" models (GPT-5 family, o-series) take max_completion_tokens and reasoning_effort and
 # refuse a temperature; "chat" models (gpt-4o, most local models) take max_tokens and temperature.
 ModelKind = Literal["chat", "reasoning"]
@@ -54,8 +58,10 @@ class AzureOpenAISettings(_EnvGroup):
     azure_openai_endpoint: str = ""
     azure_openai_chat_deployment: str = ""
     azure_openai_embedding_deployment: str = ""
-    azure_openai_api_version: str = "2024-10-21"
-    azure_openai_chat_model_kind: ModelKind = "chat"
+    # The last dated data-plane version; it takes max_completion_tokens and reasoning_effort.
+    azure_openai_api_version: str = "2025-04-01-preview"
+    # The template's default model (gpt-5.6-luna) is a reasoning model, as is the GPT-5 family.
+    azure_openai_chat_model_kind: ModelKind = "reasoning"
 
 
 class OpenAIComSettings(_EnvGroup):
@@ -167,6 +173,51 @@ class AnsweringSettings(_EnvGroup):
     chat_expose_prompt: bool = False
 
 
+# An origin as CORS and CSP write it: scheme, host, optional port; nothing that could end a CSP directive.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+class SecuritySettings(_EnvGroup):
+    """Who may call, what one caller may spend, and what the page allows (README "Security").
+
+    Every default holds in Azure too, so the group is not among the Azure-mode variables; the
+    Bicep sets CHAT_AUTH_MODE and the per-client limits as app settings all the same (checked per
+    mode by tests/test_infra.py), and may pass the CORS origins to CHAT_CSP_CONNECT_ORIGINS.
+    """
+
+    # entra: the platform signs users in and the app also refuses calls without a principal;
+    # keys: the chat routes need a function key; anonymous: open (the laptop default).
+    chat_auth_mode: AuthMode = "anonymous"
+    # Set by the platform (not an app setting) when its built-in authentication is on: only then do
+    # the X-MS-CLIENT-PRINCIPAL-* headers come from the platform rather than from the caller.
+    website_auth_enabled: bool = False
+    # Per client (signed-in user, else address) and per instance; see chat/client_limits.py.
+    chat_max_streams_per_client: int = Field(4, ge=1)
+    chat_requests_per_minute_per_client: int = Field(20, ge=1)
+    # Overrides that cost money: the largest `top` a request may ask for, and whether it may turn
+    # the semantic ranker on.
+    chat_max_top: int = Field(10, ge=1, le=50)
+    chat_allow_semantic_ranker_override: bool = False
+    # How long /api/health reuses its last provider check, so probes never call the model each time.
+    chat_health_cache_seconds: float = Field(30.0, ge=0)
+    # Comma-separated origins the page may connect to besides its own (CSP connect-src): the
+    # origins allowed by CORS (the local host adds Host.CORS; in Azure, the same list as
+    # AZURE_CORS_ALLOWED_ORIGINS when the Bicep passes it on).
+    chat_csp_connect_origins: str = ""
+
+    @field_validator("chat_csp_connect_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (part.strip() for part in value.split(","))):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError("each entry must be an origin such as https://www.contoso.com")
+        return value
+
+    @property
+    def connect_origins(self) -> tuple[str, ...]:
+        return tuple(filter(None, (part.strip() for part in self.chat_csp_connect_origins.split(","))))
+
+
 _AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
     ModeSettings,
     AzureOpenAISettings,
@@ -202,6 +253,7 @@ class Settings(BaseModel):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     answering: AnsweringSettings = Field(default_factory=AnsweringSettings)
     context_windows: ContextWindowSettings = Field(default_factory=ContextWindowSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _required_for_mode(self) -> Settings:
@@ -216,9 +268,8 @@ class Settings(BaseModel):
         if self.mode.search_host == "azure" and not self.azure_search.azure_search_endpoint:
             missing.append("AZURE_SEARCH_ENDPOINT")
         if missing:
-            raise ValueError(
-                f"OPENAI_HOST={self.mode.openai_host} and SEARCH_HOST={self.mode.search_host} need {', '.join(missing)}"
-            )
+            # Names only: error bodies and health details never show a variable's value.
+            raise ValueError(f"the configured OPENAI_HOST and SEARCH_HOST need {', '.join(missing)}")
         return self
 
 
@@ -236,3 +287,16 @@ def all_variables() -> frozenset[str]:
     """Every variable the product reads, in any mode."""
     groups = [field.annotation for field in Settings.model_fields.values()]
     return frozenset().union(*(g.variables() for g in groups if isinstance(g, type) and issubclass(g, _EnvGroup)))
+
+
+def adopt_values(values: Mapping[str, str]) -> list[str]:
+    """Make the product's variables among ``values`` this process's environment; the names set.
+
+    For tools that take a configuration from elsewhere, as the doctor takes azd's environment:
+    the settings then read it as the deployed app reads its app settings.
+    """
+    names = sorted(all_variables() & values.keys())
+    for name in names:
+        os.environ[name] = values[name]
+    get_settings.cache_clear()
+    return names

@@ -120,7 +120,7 @@ async def test_search_unavailable_is_an_error_line(host_without_embeddings: str)
         "message": "The embedding model could not be reached or did not answer within 2 seconds.",
     }
     async with httpx.AsyncClient() as http:
-        health = await http.get(f"{host_without_embeddings}/api/health")
+        health = await http.get(f"{host_without_embeddings}/api/health/details")
     assert health.status_code == 503
     assert health.json()["providers"]["embeddings"]["ok"] is False
 
