@@ -100,25 +100,22 @@ async def model_speed(client: AsyncOpenAI, model: str, prompt: str) -> tuple[flo
 
 
 async def prompt_speed(client: AsyncOpenAI, model: str, sources: list[str], question: str) -> float:
-    """Prompt tokens per second: a pipeline-shaped prompt, timed to its first generated token."""
+    """Prompt tokens per second: a pipeline-shaped prompt and a one-token answer, timed whole.
+
+    Not streamed: llama.cpp's server reports usage only in whole responses.
+    """
     started = time.perf_counter()
-    stream = await client.chat.completions.create(
+    response = await client.chat.completions.create(
         model=model,
         messages=[
             {"role": "system", "content": "Answer from the sources; cite each source's file name."},
             {"role": "user", "content": "Sources:\n" + "\n".join(sources) + f"\n\nQuestion: {question}"},
         ],
-        stream=True,
         temperature=0,
         max_tokens=1,
-        stream_options={"include_usage": True},
     )
-    first, prompt_tokens = 0.0, 0
-    async for chunk in stream:
-        first = first or time.perf_counter() - started
-        if chunk.usage:
-            prompt_tokens = chunk.usage.prompt_tokens
-    return prompt_tokens / first
+    assert response.usage is not None, "the model server reports no usage"
+    return response.usage.prompt_tokens / (time.perf_counter() - started)
 
 
 async def first_words(embeddings_url: str, model_url: str, index: Path, runs: int) -> tuple[list[float], list[float]]:
