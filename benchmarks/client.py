@@ -31,7 +31,11 @@ _SOURCES = " ".join(["[mushroom-pineapple-pizza.md]: Brown the mushrooms in a ho
 
 @dataclass(frozen=True)
 class Shape:
-    """What the simulated upstream does for one request, sent as a directive in the question."""
+    """What the simulated upstream does for one request, sent as a directive in the question.
+
+    ``ttft`` is the model's latency for every chat call: the streamed answer's first chunk and
+    the non-streamed query rewrite alike (a real model takes its time for both).
+    """
 
     ttft: float
     tps: float
@@ -40,7 +44,8 @@ class Shape:
 
     @property
     def directive(self) -> str:
-        return f"[[upstream ttft={self.ttft:g} tps={self.tps:g} tokens={self.tokens} chunk={self.chunk}]]"
+        timing = f"ttft={self.ttft:g} delay={self.ttft:g} tps={self.tps:g}"
+        return f"[[upstream {timing} tokens={self.tokens} chunk={self.chunk}]]"
 
     @property
     def interval(self) -> float:
@@ -51,10 +56,9 @@ class Shape:
     def content_lines(self) -> int:
         return -(-self.tokens // self.chunk)
 
-    @property
-    def duration(self) -> float:
-        """How long one answer takes at the upstream: first token, then the other chunks."""
-        return self.ttft + (self.content_lines - 1) * self.interval
+    def duration(self, embed_delay: float) -> float:
+        """How long one request takes at the upstream: query rewrite, embedding, first token, the other chunks."""
+        return 2 * self.ttft + embed_delay + (self.content_lines - 1) * self.interval
 
 
 @dataclass(slots=True)
@@ -163,12 +167,18 @@ class LoadClient:
         assert self._session is not None, "use LoadClient in 'async with'"
         return self._session
 
-    async def stream(self, timing: Timing, url: str, body: bytes, expected: int, *, sse: bool = False) -> None:
-        """POST ``body`` and timestamp every line of the streamed answer (NDJSON, or SSE with ``sse``)."""
+    async def stream(
+        self, timing: Timing, url: str, body: bytes, expected: int, *, sse: bool = False, client: str = ""
+    ) -> None:
+        """POST ``body`` and timestamp every line of the streamed answer (NDJSON, or SSE with ``sse``).
+
+        ``client`` is sent as X-Forwarded-For: who the app's per-client limits see.
+        """
         self.open += 1
         timing.started = perf_counter()
+        headers = {**JSON_HEADERS, "X-Forwarded-For": client} if client else JSON_HEADERS
         try:
-            async with self.session.post(url, data=body, headers=JSON_HEADERS) as response:
+            async with self.session.post(url, data=body, headers=headers) as response:
                 timing.status = response.status
                 if response.status != 200:
                     await response.read()
@@ -237,7 +247,8 @@ async def _read_lines(response: aiohttp.ClientResponse, timing: Timing) -> bytes
     return pending or last
 
 
-Request = Callable[[Timing], Awaitable[None]]
+# One request of a simulated user: its timing record and the user's number (0..workers-1).
+Request = Callable[[Timing, int], Awaitable[None]]
 
 
 @dataclass
@@ -266,8 +277,9 @@ async def closed_loop(
     deadline: float,
     probe: ProcessProbe | None = None,
 ) -> tuple[list[Timing], Peak]:
-    """``workers`` concurrent users, started evenly over ``ramp`` seconds, each making ``rounds`` requests
-    one after the other; stopped after ``deadline`` seconds (unfinished requests count as errors)."""
+    """``workers`` concurrent users, started evenly over ``ramp`` seconds (0: all at once), each making
+    ``rounds`` requests one after the other; stopped after ``deadline`` seconds (unfinished requests
+    count as errors)."""
     timings: list[Timing] = []
     peak = Peak()
 
@@ -276,7 +288,7 @@ async def closed_loop(
         for _ in range(rounds):
             timing = Timing()
             timings.append(timing)
-            await request(timing)
+            await request(timing, number)
 
     sampler = asyncio.create_task(_sample(probe, client, peak, 0.05))
     try:
