@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import re
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -139,6 +141,10 @@ def fake_embedding(text: str) -> list[float]:
     return vector
 
 
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
 class SimulatedUpstream:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
@@ -180,7 +186,12 @@ class SimulatedUpstream:
         await asyncio.sleep(self.behaviour.embed_delay)
         texts = request.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
-        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(texts)]
+        # Like OpenAI and Azure OpenAI: base64 of little-endian float32 when asked (the openai SDK asks by
+        # default), a list of floats otherwise. Floats would cost the SDK a model per number to parse.
+        encode = _base64 if request.get("encoding_format") == "base64" else list
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode(fake_embedding(t))} for i, t in enumerate(texts)
+        ]
         usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
         await _json(send, 200, {"object": "list", "data": data, "model": request.get("model"), "usage": usage})
 
