@@ -422,14 +422,22 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def section(name: str, results: dict[str, Any]) -> str:
+    """One section's markdown; a scenario the run left out (``--scenarios``) says so."""
+    try:
+        return SECTIONS[name](results)
+    except (KeyError, ValueError):
+        return "(not measured in this run)"
+
+
 def render(results: dict[str, Any]) -> str:
-    return "\n\n".join(f"## {name}\n\n{section(results)}" for name, section in SECTIONS.items())
+    return "\n\n".join(f"## {name}\n\n{section(name, results)}" for name in SECTIONS)
 
 
 def _replace_sections(text: str, results: dict[str, Any], source: str) -> str:
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
-        body = SECTIONS[name](results)
+        body = section(name, results)
         return f"<!-- results:{name} -->\n{body}\n\n_From {source}._\n<!-- /results:{name} -->"
 
     return re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.DOTALL)

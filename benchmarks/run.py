@@ -5,6 +5,7 @@
     python -m benchmarks.run             # the full run; JSON in benchmarks/results/
     python -m benchmarks.run --quick     # smoke check of the harness: about 3 minutes, not figures
     python -m benchmarks.run --profile 200   # py-spy on the app at 200 streams: its top frames
+    python -m benchmarks.run --scenarios lone,stages   # only some scenarios (a table without data shows "-")
     python -m benchmarks.report [FILE]   # the tables again from a results file (--write: into the docs)
 
 The app (python -m chat.devserver), or the baseline (benchmarks/baselines/sdk_app.py), runs
@@ -78,6 +79,9 @@ QUICK = {
 }
 
 
+SCENARIOS = ("lone", "sweep", "burst", "flood", "nonstream", "stages")
+
+
 def _counts(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
 
@@ -104,9 +108,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, help="tokens per answer (default 60)")
     parser.add_argument("--warmup", type=int, help="short requests to a fresh app before it is measured (default 5)")
     parser.add_argument("--timeout", type=float, default=60.0, help="bound on one request, seconds")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"which to run, of {','.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--profile", type=int, metavar="STREAMS", help="only profile the app (py-spy) at this load")
     parser.add_argument("--output-dir", type=Path, help="default: benchmarks/results/ (a temporary one with --quick)")
     args = parser.parse_args(argv)
+    args.scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     preset = QUICK if args.quick else FULL
     for name, value in preset.items():
         if getattr(args, name) is None:
@@ -161,32 +172,34 @@ async def _timed(label: str, run: Awaitable[dict[str, Any]], runs: list[dict[str
     print(f"  {label:<28} {', '.join(shown)}, errors {errors} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-async def measure(stack: Stack, config: Config) -> dict[str, Any]:
-    """Every scenario, repeat by repeat, each through the app, the baseline and straight at the upstream."""
+async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> dict[str, Any]:
+    """The chosen scenarios, repeat by repeat, each through the app, the baseline and straight at the upstream."""
     runs: dict[str, Any] = {"lone": {}, "sweep": {}, "burst": {}, "flood": {}, "nonstream": []}
     for repeat in range(1, config.repeats + 1):
         print(f"repeat {repeat}/{config.repeats}", flush=True)
-        for kind in KINDS:
+        for kind in KINDS if "lone" in scenarios else ():
             run = lone_run(stack, config, kind)
             await _timed(f"lone, {_name(kind)}", run, runs["lone"].setdefault(_name(kind), []))
-        for n in config.points:
+        for n in config.points if "sweep" in scenarios else ():
             for kind in KINDS:
                 if kind == "baseline" and n not in config.baseline_points:
                     continue
                 sweep = runs["sweep"].setdefault(_name(kind), {}).setdefault(str(n), [])
                 await _timed(f"{n} streams, {_name(kind)}", stream_run(stack, config, n, kind), sweep)
-        for kind in KINDS:
+        for kind in KINDS if "burst" in scenarios else ():
             run = stream_run(stack, config, config.burst, kind, burst=True)
             await _timed(f"burst of {config.burst}, {_name(kind)}", run, runs["burst"].setdefault(_name(kind), []))
-        for flooding in (False, True):
+        for flooding in (False, True) if "flood" in scenarios else ():
             label = "flooded" if flooding else "alone"
             run = flood_run(stack, config, flooding=flooding)
             await _timed(f"flood: victims {label}", run, runs["flood"].setdefault(label, []))
-        await _timed("POST /api/chat", whole_run(stack, config, config.nonstream_workers), runs["nonstream"])
-    print("request CPU by stage", flush=True)
-    stages = await stages_run(stack, config)
-    stages["profile"] = pstats_summary(stack.profile_path, config.lone_requests)
-    runs["stages"] = stages
+        if "nonstream" in scenarios:
+            await _timed("POST /api/chat", whole_run(stack, config, config.nonstream_workers), runs["nonstream"])
+    if "stages" in scenarios:
+        print("request CPU by stage", flush=True)
+        stages = await stages_run(stack, config)
+        stages["profile"] = pstats_summary(stack.profile_path, config.lone_requests)
+        runs["stages"] = stages
     return runs
 
 
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     output_dir.mkdir(parents=True, exist_ok=True)
                     asyncio.run(profile(stack, config, args.profile, pinning, output_dir))
                     return 0
-                runs = asyncio.run(measure(stack, config))
+                runs = asyncio.run(measure(stack, config, args.scenarios))
         except StartupError as error:
             print(f"benchmark: {error}\n{stack.log_tail('app')}\n{stack.log_tail('upstream')}", file=sys.stderr)
             return 1
