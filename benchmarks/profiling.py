@@ -113,6 +113,7 @@ LIBRARIES = (
     ("opentelemetry", "/opentelemetry/"),
     ("chat (this app)", "/chat/"),
     ("asyncio", "/asyncio/"),
+    ("typing (the SDK transform's type checks)", "/typing.py"),
     ("json", "json"),
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -112,13 +113,19 @@ def added(runs: Sequence[Run], direct: Sequence[Run], key: str) -> Spread:
     return Spread.of(float(a[key]) - float(d[key]) for a, d in zip(runs, direct, strict=False))
 
 
+def _setup_streams(results: dict[str, Any]) -> int:
+    """The load of scenario "setup": 100 streams, or the largest sweep point below that."""
+    return min(100, max(_sweep(results, "app")))
+
+
 def ratio(runs: Sequence[Run], alone: Sequence[Run], key: str) -> Spread:
     return Spread.of(float(a[key]) / float(b[key]) for a, b in zip(runs, alone, strict=False) if b[key])
 
 
-def per_token_marginal(sweep: Sequence[Run], lone: Sequence[Run], tokens: int) -> Spread:
-    """CPU µs per extra token: (all-in ms per request - 1-token ms per request) / (tokens - 1), by repeat."""
-    pairs = zip(sweep, lone, strict=False)
+def per_token_marginal(sweep: Sequence[Run], setup: Sequence[Run], tokens: int) -> Spread:
+    """CPU µs per extra token: (all-in ms per request - ms per request of 1-token answers at the same load)
+    / (tokens - 1), by repeat."""
+    pairs = zip(sweep, setup, strict=False)
     return Spread.of(
         (s["app_cpu_ms_per_request"] - one["app_cpu_ms_per_request"]) * 1000 / max(tokens - 1, 1) for s, one in pairs
     )
@@ -198,11 +205,18 @@ def headline(results: dict[str, Any]) -> str:
                 0,
                 TARGET_TOKEN_CPU_US,
             )
-    n_mid = 100 if 100 in _sweep(results, "app") else max(_sweep(results, "app"))
+    n_mid = _setup_streams(results)
+    setup = results["runs"].get("setup", {})
+    row(
+        f"CPU per request before its first token, {n_mid} concurrent, 1-token answers (ms)",
+        "",
+        lambda k: spread(setup[k], "app_cpu_ms_per_request"),
+        2,
+    )
     row(
         f"CPU per extra token, {n_mid} streams (µs)",
         "",
-        lambda k: per_token_marginal(_sweep(results, k)[n_mid], lone[k], tokens),
+        lambda k: per_token_marginal(_sweep(results, k)[n_mid], setup[k], tokens),
         0,
     )
     for q, target in zip((50, 99), TARGET_BURST_ADDED_MS, strict=True):
@@ -255,11 +269,13 @@ def lone_table(results: dict[str, Any]) -> str:
 def sweep_table(results: dict[str, Any]) -> str:
     direct = _sweep(results, "direct")
     tokens = results["config"]["sweep"]["tokens"]
-    lone = results["runs"]["lone"]
+    setup, n_setup = results["runs"].get("setup", {}), _setup_streams(results)
     rows = []
     for kind, name in BACKENDS:
         for n, runs in _sweep(results, kind).items():
             base = direct.get(n, [])
+            at_setup = n == n_setup and kind in setup
+            marginal = _show(per_token_marginal(runs, setup[kind], tokens), 0) if at_setup else ""
             rows.append(
                 [
                     f"{name}, {n}",
@@ -267,7 +283,7 @@ def sweep_table(results: dict[str, Any]) -> str:
                     " / ".join(_show(added(runs, base, f"first_content_p{q}_ms"), 0) for q in (50, 99)),
                     _show(added(runs, base, "gap_p99_ms")),
                     _show(spread(runs, "app_cpu_us_per_token"), 0),
-                    _show(per_token_marginal(runs, lone[kind], tokens), 0),
+                    marginal,
                     _show(spread(runs, "app_cpu_ms_per_request"), 1),
                     _show(spread(runs, "app_core_busy"), 2),
                     _show(spread(runs, "rss_per_stream_kib"), 0),
@@ -299,7 +315,10 @@ def sweep_table(results: dict[str, Any]) -> str:
         "peak open",
         "load",
     ]
-    return _table(header, rows) + "\n\nupstream direct rows: its own first token p50 / p99 and p99 gap, not added."
+    return _table(header, rows) + (
+        "\n\nUpstream direct rows: its own first token p50 / p99 and p99 gap (not added). µs/extra token: at "
+        f"{n_setup} streams, against the same load with 1-token answers (scenario setup)."
+    )
 
 
 def burst_table(results: dict[str, Any]) -> str:
@@ -410,8 +429,102 @@ def machine_text(results: dict[str, Any]) -> str:
     )
 
 
+def comparison(results: dict[str, Any]) -> str:
+    """The README's one sentence on how this app compares with a typical SDK-based backend, from this run."""
+    lone = results["runs"]["lone"]
+    n = 100 if 100 in _sweep(results, "baseline") else max(_sweep(results, "baseline"))
+    app, baseline = _sweep(results, "app")[n], _sweep(results, "baseline")[n]
+    burst = results["runs"]["burst"]
+    app_first = added(burst["app"], burst["direct"], "first_content_p50_ms").median
+    baseline_first = added(burst["baseline"], burst["direct"], "first_content_p50_ms").median
+    return (
+        f"Measured in the same run, a typical openai-SDK backend (`benchmarks/baselines/sdk_app.py`: pydantic "
+        f"chunks from `stream=True`, `model_dump` and `json.dumps` per chunk, same upstream calls) spends "
+        f"{spread(baseline, 'app_cpu_us_per_token').median:.0f} µs of CPU per streamed token at {n} streams where "
+        f"this app spends {spread(app, 'app_cpu_us_per_token').median:.0f}, and "
+        f"{spread(lone['baseline'], 'app_cpu_ms_per_request').median:.1f} ms per request before the first token "
+        f"where this app spends {spread(lone['app'], 'app_cpu_ms_per_request').median:.1f}; with "
+        f"{results['config']['burst']} questions arriving at once it adds {baseline_first:.0f} ms to the median "
+        f"first token where this app adds {app_first:.0f} ms."
+    )
+
+
+# The capacity model's assumptions (docs/performance.md says why each is what it is).
+MODEL_TOKENS_PER_S = 60.0  # a stream's speed from Azure OpenAI (gpt-4o-mini class)
+ANSWER_TOKENS = 250  # a typical grounded answer
+CALLS_SECONDS = 1.5  # query rewrite + embedding + the answer's first token, from Azure OpenAI
+TPM_PER_QUESTION = 2_000  # what a question counts against the deployment's tokens per minute
+QUESTIONS_PER_USER_MINUTE = 1.0  # an active user asks about one question a minute
+CPU_BUDGET = 0.7  # of the one core a Python worker process can use
+INSTANCE_MEMORY_MB = 2048
+PLATFORM_DEFAULT_CONCURRENCY = 16
+PRICE_PER_GB_S = 0.000026  # Flex Consumption on demand, US list price at the time of writing
+PRICE_PER_MILLION_EXECUTIONS = 0.40
+
+
+def capacity_figures(results: dict[str, Any]) -> dict[str, float]:
+    """Streams one instance carries, from the measured CPU per request and per token and memory per stream."""
+    n = _setup_streams(results)
+    setup_ms = spread(results["runs"]["setup"]["app"], "app_cpu_ms_per_request").median
+    tokens = results["config"]["sweep"]["tokens"]
+    per_token_us = per_token_marginal(_sweep(results, "app")[n], results["runs"]["setup"]["app"], tokens).median
+    top = max(_sweep(results, "app"))
+    rss_per_stream = spread(_sweep(results, "app")[top], "rss_per_stream_kib").median
+    idle_mib = spread(_sweep(results, "app")[top], "rss_idle_mib").median
+    duration = CALLS_SECONDS + ANSWER_TOKENS / MODEL_TOKENS_PER_S
+    cpu_ms_per_stream_second = (setup_ms + ANSWER_TOKENS * per_token_us / 1000) / duration
+    return {
+        "setup_ms": setup_ms,
+        "per_token_us": per_token_us,
+        "duration_s": duration,
+        "cpu_ms_per_stream_second": cpu_ms_per_stream_second,
+        "streams_by_cpu": CPU_BUDGET * 1000 / cpu_ms_per_stream_second,
+        "streams_by_memory": (INSTANCE_MEMORY_MB - idle_mib - 512) * 1024 / rss_per_stream,
+        "burst_queue_ms_per_arrival": setup_ms,
+    }
+
+
+def capacity_table(results: dict[str, Any]) -> str:
+    """Users to concurrent streams to instances to cost, at the recommended concurrency and the platform's 16."""
+    figures = capacity_figures(results)
+    concurrency = max(16, int(figures["streams_by_cpu"] // 8 * 8))  # a multiple of 8, below the CPU bound
+    rows = []
+    for users in (100, 1_000, 10_000, 100_000):
+        per_second = users * QUESTIONS_PER_USER_MINUTE / 60
+        streams = per_second * figures["duration_s"]
+        tpm = users * QUESTIONS_PER_USER_MINUTE * TPM_PER_QUESTION
+        cells = [f"{users:,}", f"{streams:,.0f}", f"{tpm / 1e6:,.1f} M"]
+        for limit in (concurrency, PLATFORM_DEFAULT_CONCURRENCY):
+            instances = max(1, math.ceil(streams / limit))
+            hourly = instances * INSTANCE_MEMORY_MB / 1024 * 3600 * PRICE_PER_GB_S
+            hourly += per_second * 3600 * PRICE_PER_MILLION_EXECUTIONS / 1e6
+            cells += [f"{instances:,}", f"${hourly:,.2f}"]
+        rows.append(cells)
+    header = [
+        "active users",
+        "concurrent streams",
+        "TPM needed",
+        f"instances at {concurrency}",
+        "$/hour",
+        f"instances at {PLATFORM_DEFAULT_CONCURRENCY}",
+        "$/hour",
+    ]
+    lead = (
+        f"From this run: {figures['setup_ms']:.1f} ms of CPU per request before its first token and "
+        f"{figures['per_token_us']:.0f} µs per extra token (at {_setup_streams(results)} streams), so a "
+        f"{ANSWER_TOKENS}-token answer at {MODEL_TOKENS_PER_S:g} tokens/s ({figures['duration_s']:.1f} s with the "
+        f"calls before it) costs {figures['cpu_ms_per_stream_second']:.1f} ms of CPU per second of stream. At "
+        f"{CPU_BUDGET:.0%} of one core an instance carries about {figures['streams_by_cpu']:.0f} streams "
+        f"(memory would allow {figures['streams_by_memory']:,.0f} on {INSTANCE_MEMORY_MB} MB), so "
+        f"perInstanceConcurrency = {concurrency}. Questions arriving together queue for about "
+        f"{figures['burst_queue_ms_per_arrival']:.0f} ms of CPU each before their first token."
+    )
+    return lead + "\n\n" + _table(header, rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "machine": machine_text,
+    "comparison": comparison,
     "headline": headline,
     "lone": lone_table,
     "sweep": sweep_table,
@@ -419,6 +532,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
     "flood": flood_table,
     "nonstream": nonstream_table,
     "stages": stages_table,
+    "capacity": capacity_table,
 }
 
 

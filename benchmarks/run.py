@@ -17,6 +17,7 @@ the upstream (the same three calls in order), so what each backend adds is its f
 the direct one of the same repeat. Repeats interleave, so a noisy minute spreads over all.
 
 1. lone: sequential requests with 1-token answers: first token, CPU per request (setup);
+   setup: 1-token answers at 100 concurrent users (setup under load; the base of CPU per extra token);
 2. sweep: N users over one request's duration, 2 streams each: gaps, first token, CPU, RSS;
 3. burst: N requests arriving at once: first token;
 4. flood (issue 10): well-behaved clients alone, then beside one client flooding the API;
@@ -79,7 +80,9 @@ QUICK = {
 }
 
 
-SCENARIOS = ("lone", "sweep", "burst", "flood", "nonstream", "stages")
+SCENARIOS = ("lone", "setup", "sweep", "burst", "flood", "nonstream", "stages")
+# The concurrency at which a request's setup is measured with 1-token answers (scenario "setup").
+SETUP_STREAMS = 100
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -174,12 +177,16 @@ async def _timed(label: str, run: Awaitable[dict[str, Any]], runs: list[dict[str
 
 async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> dict[str, Any]:
     """The chosen scenarios, repeat by repeat, each through the app, the baseline and straight at the upstream."""
-    runs: dict[str, Any] = {"lone": {}, "sweep": {}, "burst": {}, "flood": {}, "nonstream": []}
+    runs: dict[str, Any] = {"lone": {}, "setup": {}, "sweep": {}, "burst": {}, "flood": {}, "nonstream": []}
+    setup = min(SETUP_STREAMS, max(config.points))
     for repeat in range(1, config.repeats + 1):
         print(f"repeat {repeat}/{config.repeats}", flush=True)
         for kind in KINDS if "lone" in scenarios else ():
             run = lone_run(stack, config, kind)
             await _timed(f"lone, {_name(kind)}", run, runs["lone"].setdefault(_name(kind), []))
+        for kind in ("app", "baseline") if "setup" in scenarios else ():
+            run = stream_run(stack, config, setup, kind, shape=config.lone)
+            await _timed(f"setup, {setup} streams, {kind}", run, runs["setup"].setdefault(kind, []))
         for n in config.points if "sweep" in scenarios else ():
             for kind in KINDS:
                 if kind == "baseline" and n not in config.baseline_points:

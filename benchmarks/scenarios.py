@@ -211,7 +211,15 @@ async def lone_run(stack: Stack, config: Config, kind: AppKind | None) -> dict[s
 
 
 async def _loaded_point(
-    stack: Stack, config: Config, workers: int, kind: AppKind | None, *, ramp: float, rounds: int, fresh: bool
+    stack: Stack,
+    config: Config,
+    workers: int,
+    kind: AppKind | None,
+    *,
+    ramp: float,
+    rounds: int,
+    fresh: bool,
+    shape: Shape,
 ) -> tuple[list[Timing], Peak, dict[str, float], int]:
     """Run one closed-loop load through a ``kind`` process, fresh or the running one (None: straight at
     the upstream)."""
@@ -221,9 +229,9 @@ async def _loaded_point(
         if app_probe is not None:
             probes["app"] = app_probe
             await warm_up(client, stack, config.warmup)
-            request = app_request(stack, config.sweep, client)
+            request = app_request(stack, shape, client)
         else:
-            request = direct_request(stack, config.sweep, client)
+            request = direct_request(stack, shape, client)
         await asyncio.sleep(SETTLE_SECONDS)
         idle = app_probe.rss_kib() if app_probe is not None else 0
         meter = Meter(probes)
@@ -235,13 +243,23 @@ async def _loaded_point(
 
 
 async def stream_run(
-    stack: Stack, config: Config, workers: int, kind: AppKind | None, *, burst: bool = False, fresh: bool = True
+    stack: Stack,
+    config: Config,
+    workers: int,
+    kind: AppKind | None,
+    *,
+    burst: bool = False,
+    fresh: bool = True,
+    shape: Shape | None = None,
 ) -> dict[str, Any]:
     """``workers`` concurrent users streaming answers: started over ``config.ramp`` with ``config.rounds``
     streams each (a steady load), or with ``burst`` all at once with one stream each. ``fresh=False``
-    measures the running app process (a profiler is attached to it)."""
+    measures the running app process (a profiler is attached to it); ``shape`` replaces the sweep's
+    answers (1-token answers measure a request's setup under load)."""
     ramp, rounds = (0.0, 1) if burst else (config.ramp, config.rounds)
-    timings, peak, used, idle = await _loaded_point(stack, config, workers, kind, ramp=ramp, rounds=rounds, fresh=fresh)
+    timings, peak, used, idle = await _loaded_point(
+        stack, config, workers, kind, ramp=ramp, rounds=rounds, fresh=fresh, shape=shape or config.sweep
+    )
     figures = stream_figures(timings)
     figures.update(cpu_figures(used, figures["content_lines"], len(timings)))
     if kind is not None:
