@@ -145,7 +145,7 @@ def pstats_summary(path: Path, requests: int, count: int = 12) -> dict[str, Any]
         if cumulative_time < total:  # frames whose total holds the idle wait are scaffolding (the loop)
             short = re.sub(r"^.*?(site-packages|python3\.\d+|/work/wt/[^/]+)/", "", filename)
             cumulative.append((cumulative_time, f"{function} ({short}:{line})"))
-    skip = ("<method 'run' of '_contextvars.Context' objects>", "_run_coro (", "timed (", "wrap (")
+    skip = ("<method 'run' of '_contextvars.Context' objects>", "_run_coro (", "timed (", "wrap (", "_run_once (")
     top = [(frame, seconds) for seconds, frame in sorted(cumulative, reverse=True) if not frame.startswith(skip)]
     per_request = max(requests, 1)
     return {

@@ -456,6 +456,7 @@ CALLS_SECONDS = 1.5  # query rewrite + embedding + the answer's first token, fro
 TPM_PER_QUESTION = 2_000  # what a question counts against the deployment's tokens per minute
 QUESTIONS_PER_USER_MINUTE = 1.0  # an active user asks about one question a minute
 CPU_BUDGET = 0.7  # of the one core a Python worker process can use
+HEADROOM = 0.6  # the share of that CPU bound the recommended per-instance concurrency takes
 INSTANCE_MEMORY_MB = 2048
 PLATFORM_DEFAULT_CONCURRENCY = 16
 PRICE_PER_GB_S = 0.000026  # Flex Consumption on demand, US list price at the time of writing
@@ -484,10 +485,16 @@ def capacity_figures(results: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def recommended_concurrency(figures: dict[str, float]) -> int:
+    """About 60% of the CPU bound, a multiple of 8: headroom for bursts (each arrival's setup queues
+    before the first token) and for models faster than the assumed tokens/s."""
+    return max(PLATFORM_DEFAULT_CONCURRENCY, int(figures["streams_by_cpu"] * HEADROOM // 8 * 8))
+
+
 def capacity_table(results: dict[str, Any]) -> str:
     """Users to concurrent streams to instances to cost, at the recommended concurrency and the platform's 16."""
     figures = capacity_figures(results)
-    concurrency = max(16, int(figures["streams_by_cpu"] // 8 * 8))  # a multiple of 8, below the CPU bound
+    concurrency = recommended_concurrency(figures)
     rows = []
     for users in (100, 1_000, 10_000, 100_000):
         per_second = users * QUESTIONS_PER_USER_MINUTE / 60
@@ -515,9 +522,12 @@ def capacity_table(results: dict[str, Any]) -> str:
         f"{ANSWER_TOKENS}-token answer at {MODEL_TOKENS_PER_S:g} tokens/s ({figures['duration_s']:.1f} s with the "
         f"calls before it) costs {figures['cpu_ms_per_stream_second']:.1f} ms of CPU per second of stream. At "
         f"{CPU_BUDGET:.0%} of one core an instance carries about {figures['streams_by_cpu']:.0f} streams "
-        f"(memory would allow {figures['streams_by_memory']:,.0f} on {INSTANCE_MEMORY_MB} MB), so "
-        f"perInstanceConcurrency = {concurrency}. Questions arriving together queue for about "
-        f"{figures['burst_queue_ms_per_arrival']:.0f} ms of CPU each before their first token."
+        f"(memory would allow {figures['streams_by_memory']:,.0f} on {INSTANCE_MEMORY_MB} MB). "
+        f"Recommended perInstanceConcurrency: {concurrency}, about {HEADROOM:.0%} of that, because questions "
+        f"arriving together queue for about {figures['burst_queue_ms_per_arrival']:.0f} ms of CPU each before "
+        f"their first token ({concurrency} at once: {concurrency * figures['burst_queue_ms_per_arrival'] / 1000:.1f}"
+        " s) "
+        "and models can stream faster than assumed."
     )
     return lead + "\n\n" + _table(header, rows)
 
