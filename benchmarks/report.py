@@ -620,8 +620,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def newest_full_run() -> Path:
-    for path in sorted(RESULTS_DIR.glob("*.json"), reverse=True):
-        if not orjson.loads(path.read_bytes()).get("quick"):
+    for path in sorted(RESULTS_DIR.glob("[0-9]*.json"), reverse=True):  # runs are named by time
+        results = orjson.loads(path.read_bytes())
+        if "runs" in results and not results.get("quick"):
             return path
     raise SystemExit(f"no full run in {RESULTS_DIR}; run: python -m benchmarks.run --publish")
 
