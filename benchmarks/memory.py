@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import orjson
 
 from benchmarks.client import Bodies, LoadClient, Shape, Timing
+from benchmarks.profiling import short_path
 from benchmarks.stack import APP_CORE, HARNESS_CORE, READY_TIMEOUT_SECONDS, Stack, detect_pinning
 from chat.localstack import free_port
 from chat.settings import PROJECT_ROOT
@@ -49,10 +49,6 @@ def _library(filename: str) -> str:
     return "other (stdlib, interpreter)"
 
 
-def _short(filename: str) -> str:
-    return re.sub(r"^.*?(site-packages|python3\.\d+|/work/wt/[^/]+)/", "", filename)
-
-
 def attribute(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams: int) -> dict[str, Any]:
     """Bytes per stream by allocating line (innermost frame outside asyncio plumbing) and by library."""
     by_line: defaultdict[str, float] = defaultdict(float)
@@ -65,7 +61,7 @@ def attribute(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams
         innermost = frames[-1]
         # Name the first frame of a library or the app, not the stdlib helper that did the allocating.
         named = next((f for f in reversed(frames) if _library(f.filename) != "other (stdlib, interpreter)"), innermost)
-        by_line[f"{_short(named.filename)}:{named.lineno}"] += stat.size_diff
+        by_line[f"{short_path(named.filename)}:{named.lineno}"] += stat.size_diff
         by_library[_library(named.filename)] += stat.size_diff
         total += stat.size_diff
     per_stream = max(streams, 1) * 1024

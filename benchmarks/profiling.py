@@ -20,6 +20,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from chat.settings import PROJECT_ROOT
+
+# What a frame's file name is shortened by: the virtualenv's or the interpreter's library, or this project.
+_PREFIX = re.compile(rf"^.*(site-packages|python3\.\d+|{re.escape(str(PROJECT_ROOT))})/")
+
+
+def short_path(filename: str) -> str:
+    """A frame's file name without the library or project directory it is in."""
+    return _PREFIX.sub("", filename)
+
+
 _LINE_NUMBER = re.compile(r":\d+\)$")
 IDLE_LEAVES = frozenset(
     {
@@ -143,7 +154,7 @@ def pstats_summary(path: Path, requests: int, count: int = 12) -> dict[str, Any]
             continue
         by_library[_library(filename)] += self_time
         if cumulative_time < total:  # frames whose total holds the idle wait are scaffolding (the loop)
-            short = re.sub(r"^.*?(site-packages|python3\.\d+|/work/wt/[^/]+)/", "", filename)
+            short = short_path(filename)
             cumulative.append((cumulative_time, f"{function} ({short}:{line})"))
     skip = ("<method 'run' of '_contextvars.Context' objects>", "_run_coro (", "timed (", "wrap (", "_run_once (")
     top = [(frame, seconds) for seconds, frame in sorted(cumulative, reverse=True) if not frame.startswith(skip)]

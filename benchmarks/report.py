@@ -356,7 +356,8 @@ def flood_table(results: dict[str, Any]) -> str:
     outcomes: dict[str, int] = {}
     for run in flooded:
         for outcome, count in run.get("flooder_outcomes", {}).items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + count
+            label = "cut off at the end" if outcome == "unfinished" else outcome
+            outcomes[label] = outcomes.get(label, 0) + count
     shown = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "-"
     rate = _show(spread(flooded, "flooder_requests_per_minute"), 0)
     rows.append(["flooder: requests per minute; outcomes (all repeats)", "", rate, shown])
