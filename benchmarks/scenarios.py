@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -329,7 +330,10 @@ async def whole_run(stack: Stack, config: Config, workers: int) -> dict[str, Any
         await asyncio.sleep(SETTLE_SECONDS)
         idle = probe.rss_kib()
         meter = Meter({"app": probe, "upstream": stack.upstream_probe, "client": this_process()})
-        request: Request = lambda timing, _: client.whole(timing, url, body, b'"finishReason"')  # noqa: E731
+
+        def request(timing: Timing, user: int) -> Awaitable[None]:
+            return client.whole(timing, url, body, b'"finishReason"', client=VICTIM_ADDRESS.format(user % 250))
+
         timings, peak = await closed_loop(
             client,
             request,

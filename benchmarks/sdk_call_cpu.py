@@ -32,7 +32,8 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from benchmarks.stack import APP_CORE, HARNESS_CORE, READY_TIMEOUT_SECONDS, detect_pinning
 from chat.localstack import Server, free_port
-from chat.pipeline import QUERY_EXAMPLES, QUERY_MAX_TOKENS, QUERY_PROMPT
+from chat.pipeline import QUERY_MAX_TOKENS
+from chat.prompts import QUERY_EXAMPLES, QUERY_PROMPT
 from chat.settings import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from chat.localstack import Server, free_port
+from chat.localstack import SAMPLE_DOCS_FOLDER, Server, free_port
 from chat.settings import PROJECT_ROOT, LocalOpenAISettings, all_variables
 
 APP_CORE = 0
 HARNESS_CORE = 1
-SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_SECONDS = 60.0
 # What answers on the app's port: the product, or the typical SDK-based backend (benchmarks/baselines/).
@@ -100,7 +99,11 @@ def this_process() -> ProcessProbe:
 
 
 def child_environment(**values: str) -> dict[str, str]:
-    """This process's environment without any of the product's variables, plus ``values``."""
+    """This process's environment without any of the product's variables, plus ``values``.
+
+    For child processes (servers, the ingest CLI) of benchmarks and tests, which must see only the
+    configuration given here.
+    """
     environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
     return {**environment, **values}
 
@@ -153,7 +156,7 @@ class Stack:
 
     def ingest(self) -> None:
         """Build the temporary local index with the upstream's deterministic fake embeddings."""
-        command = [sys.executable, "-m", "chat.ingest", str(SAMPLE_DOCUMENTS)]
+        command = [sys.executable, "-m", "chat.ingest", str(SAMPLE_DOCS_FOLDER)]
         done = subprocess.run(command, env=self.environment, cwd=PROJECT_ROOT, capture_output=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"ingest failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")

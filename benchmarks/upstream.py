@@ -208,7 +208,9 @@ class SimulatedUpstream:
         kind = "answer" if streamed else ("followups" if "follow-up" in system else "query")
         self.stats.requests[kind] += 1
         if behaviour.fail == "status" and behaviour.call in (kind, "all"):
-            key = f"{kind}:{last_user}"
+            # Counted per question: the line that carries the directive (the rest of the message
+            # holds the sources between per-request nonce markers, new on every attempt).
+            key = f"{kind}:{next(line for line in last_user.splitlines() if _DIRECTIVE.search(line))}"
             self.stats.attempts[key] += 1
             if self.stats.attempts[key] <= behaviour.times:
                 headers = [(b"retry-after", str(behaviour.retry_after).encode())] if behaviour.retry_after else []

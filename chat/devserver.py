@@ -40,12 +40,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def load_local_settings(path: Path | None = None) -> dict[str, Any]:
-    """The first settings file that exists, applied to the environment; returns the whole file."""
+    """The first settings file that exists, applied to the environment; returns the whole file.
+
+    The page's Content-Security-Policy lets it connect to the ``Host.CORS`` origins too
+    (CHAT_CSP_CONNECT_ORIGINS, unless set). A ``*`` is left out: it lets any site call this API,
+    and says nothing about where this page may connect.
+    """
     candidates = (path,) if path else SETTINGS_FILES
     for candidate in candidates:
         if candidate.is_file():
             settings: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
-            for name, value in settings.get("Values", {}).items():
+            values = dict(settings.get("Values", {}))
+            cors = [origin.strip() for origin in settings.get("Host", {}).get("CORS", "").split(",")]
+            if origins := ",".join(origin for origin in cors if origin not in ("", "*")):
+                values.setdefault("CHAT_CSP_CONNECT_ORIGINS", origins)
+            for name, value in values.items():
                 os.environ.setdefault(name, str(value))
             return settings
     return {}

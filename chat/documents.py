@@ -1,22 +1,28 @@
 """Read documents (.md, .txt, .html, .pdf) into titled sections that carry their citation.
 
-Markdown and plain text are split at their headings (``#`` lines, or a line underlined with
-``===``/``---``), HTML at h1-h6, PDF by page (cited as ``file.pdf#page=N``).
+Markdown and plain text are split at their headings as CommonMark reads them (markdown-it-py:
+``#`` lines and lines underlined with ``===``/``---``, never a ``#`` line inside a code block),
+HTML at h1-h6, PDF by page (cited as ``file.pdf#page=N``).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
 SUPPORTED_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm", ".pdf"})
-_ATX_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_SETEXT_UNDERLINE = re.compile(r"^(=+|-+)\s*$")
+# CommonMark, as GitHub renders it (tables included); only headings are read from the parse.
+_MARKDOWN = MarkdownIt("commonmark").enable("table")
+# Line ends as markdown-it counts lines, so its line numbers index the same list.
+_NEWLINES = re.compile(r"\r\n?")
 
 
 class DocumentError(Exception):
@@ -42,25 +48,34 @@ def _sections(name: str, parts: list[tuple[str | None, str]], fallback_title: st
     ]
 
 
+def _plain_text(inline: Token) -> str:
+    """A heading's text without its Markdown: ``Pizza *guide*`` is ``Pizza guide``."""
+    pieces = []
+    for child in inline.children or []:
+        if child.type in ("text", "code_inline", "image"):
+            pieces.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            pieces.append(" ")
+    return " ".join("".join(pieces).split())
+
+
 def _markdown_parts(text: str) -> list[tuple[str | None, str]]:
+    """(heading, text) parts split at the document's own headings, ATX (``#``) or setext (underlined).
+
+    CommonMark decides what a heading is: a ``#`` line inside a fenced or indented code block, a
+    quote or a list item is text. Each part keeps its Markdown source as it was written.
+    """
+    lines = _NEWLINES.sub("\n", text).split("\n")
+    tokens = _MARKDOWN.parse("\n".join(lines))
     parts: list[tuple[str | None, str]] = []
     heading: str | None = None
-    lines: list[str] = []
-    raw = text.splitlines()
-    index = 0
-    while index < len(raw):
-        line = raw[index]
-        following = raw[index + 1] if index + 1 < len(raw) else ""
-        atx = _ATX_HEADING.match(line)
-        setext = line.strip() and _SETEXT_UNDERLINE.match(following) and not line.lstrip().startswith("-")
-        if atx or setext:
-            parts.append((heading, "\n".join(lines)))
-            heading, lines = (atx.group(2) if atx else line.strip()), []
-            index += 1 if atx else 2
-            continue
-        lines.append(line)
-        index += 1
-    parts.append((heading, "\n".join(lines)))
+    body_start = 0
+    for token, inline in itertools.pairwise(tokens):
+        if token.type == "heading_open" and token.level == 0 and token.map is not None:
+            start, end = token.map
+            parts.append((heading, "\n".join(lines[body_start:start])))
+            heading, body_start = _plain_text(inline), end
+    parts.append((heading, "\n".join(lines[body_start:])))
     return parts
 
 

@@ -40,6 +40,14 @@ class AnswerDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the reader of the answer must know about it (e.g. the content filter cut it short)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class FollowupQuestions:
     questions: list[str]
 
@@ -78,4 +86,4 @@ class Completed:
     usage: Usage = field(default_factory=Usage)
 
 
-ChatEvent = Stage | AnswerDelta | FollowupQuestions | Completed
+ChatEvent = Stage | AnswerDelta | Notice | FollowupQuestions | Completed

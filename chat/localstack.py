@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 from chat.settings import PROJECT_ROOT, Settings, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
-SAMPLE_DOCUMENTS = PROJECT_ROOT / "data" / "docs"
-MODEL_CONTEXT_TOKENS = 2048
+SAMPLE_DOCS_FOLDER = PROJECT_ROOT / "data" / "docs"
 READY_TIMEOUT_SECONDS = 120.0
 
 
@@ -118,7 +117,7 @@ def model_server(settings: Settings, port: int) -> Server:
         raise StartupError(f"LOCAL_MODEL_PATH={model} is not a file")
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias"]
     command += [local.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--n_ctx", str(MODEL_CONTEXT_TOKENS)]
+    command += ["--n_ctx", str(settings.context_windows.local_openai_context_tokens)]
     return Server("model", command, f"http://127.0.0.1:{port}/v1/models")
 
 
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         with running(servers_to_start(settings)):
             if settings.mode.search_host == "local" and not args.no_ingest:
                 print("updating the local index from data/docs", flush=True)
-                status = ingest.main([str(SAMPLE_DOCUMENTS), "--prune"])
+                status = ingest.main([str(SAMPLE_DOCS_FOLDER), "--prune"])
                 if status != 0:
                     return status
             if args.no_host:

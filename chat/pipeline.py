@@ -1,13 +1,19 @@
 """The RAG pipeline: an async generator of typed events, knowing nothing of HTTP.
 
-question -> search query (model) -> top-k chunks (retriever) -> grounded answer, streamed
-(model) -> optional follow-up questions (model) -> completed. The first event is yielded
-before any upstream call, so a client sees life at once. Errors are raised as ChatError
-subclasses; whoever consumes the events decides how to report them.
+question -> search query (the question itself, or a model rewrite when earlier turns need
+resolving) -> top-k chunks (retriever) -> grounded answer, streamed (model) -> optional
+follow-up questions (model) -> completed. The first event is yielded before any upstream
+call, so a client sees life at once. Errors are raised as ChatError subclasses; whoever
+consumes the events decides how to report them.
+
+Every model call is planned against a token budget (chat.budget): a cap on what it may
+write, and a prompt that fits the model's context window, so a long conversation is trimmed
+(oldest turns first) instead of being refused upstream, and no caller can run up the bill.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -15,38 +21,38 @@ from contextlib import aclosing
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, SearchResult, Stage, Thought, Usage
+from chat import prompts
+from chat.budget import Budget, fit_sources
+from chat.errors import UpstreamError
+from chat.events import (
+    AnswerDelta,
+    ChatEvent,
+    Completed,
+    FollowupQuestions,
+    Notice,
+    SearchResult,
+    Stage,
+    Thought,
+    Usage,
+)
 from chat.protocol import ChatRequest, Message
 from chat.providers.llm import ChatModel, StreamOutcome
 from chat.providers.retriever import Retriever
+from chat.settings import AnsweringSettings
 
-QUERY_PROMPT = (
-    "Turn the user's last question into a short keyword search query for a document index. "
-    "Use the conversation for context. Reply with the query only."
-)
-# Two worked examples: small local models copy the form far better than they follow instructions.
-QUERY_EXAMPLES: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "How do I reset my password if I forgot it?"},
-    {"role": "assistant", "content": "reset forgotten password"},
-    {"role": "user", "content": "What's the best temperature to bake bread at home?"},
-    {"role": "assistant", "content": "home bread baking temperature"},
-]
-ANSWER_PROMPT = (
-    "You answer questions using only the sources given with the question. "
-    "After each fact, cite its source name in square brackets, for example [guide.md]. "
-    "If the sources do not contain the answer, say that you don't know. Be brief."
-)
-FOLLOWUP_PROMPT = (
-    "Suggest three short follow-up questions the user could ask next, answerable from the sources. "
-    "Write one question per line, nothing else."
-)
-NO_SOURCES_ANSWER = "I could not find anything about that in the documents."
-# How much of the conversation the model sees: the last turns, enough for follow-up questions.
-HISTORY_MESSAGES = 6
+logger = logging.getLogger(__name__)
+
 QUERY_MAX_TOKENS = 48
 FOLLOWUP_MAX_TOKENS = 120
 SNIPPET_CHARS = 200
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+# What the client is told when the model's answer ended for a reason other than "stop".
+ENDING_NOTICES = {
+    "content_filter": Notice(
+        "content_filtered", "The rest of this answer was withheld by the service's content filter."
+    ),
+    "length": Notice("answer_truncated", "The answer reached its length limit and was cut short."),
+}
 
 
 class _Clock:
@@ -58,15 +64,20 @@ class _Clock:
         return int((self._now() - self._start) * 1000)
 
 
-def _history(messages: list[Message]) -> list[ChatCompletionMessageParam]:
-    """The last turns as model messages (one literal per role, so the SDK's TypedDicts type-check)."""
+def _model_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    """Conversation turns as model messages (one literal per role, so the SDK's TypedDicts type-check)."""
     history: list[ChatCompletionMessageParam] = []
-    for message in messages[-HISTORY_MESSAGES:]:
+    for message in messages:
         if message.role == "user":
             history.append({"role": "user", "content": message.content})
         else:
             history.append({"role": "assistant", "content": message.content})
     return history
+
+
+def _needs_rewrite(policy: str, earlier_turns: list[Message]) -> bool:
+    """Whether to ask the model for a search query: a first question is searched as it is asked."""
+    return policy == "always" or (policy == "auto" and bool(earlier_turns))
 
 
 def _clean_query(text: str, question: str) -> str:
@@ -84,10 +95,6 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def _sources_text(results: list[SearchResult], texts: list[str]) -> str:
-    return "\n".join(f"[{result.source}]: {text}" for result, text in zip(results, texts, strict=True))
-
-
 def _parse_followups(text: str) -> list[str]:
     questions = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
     return [question for question in questions if question.endswith("?")][:3]
@@ -100,10 +107,34 @@ def _result_summary(result: SearchResult, text: str) -> dict[str, str]:
     return {"id": result.id, "title": result.title, "source": result.source, "snippet": snippet}
 
 
+def _search_title(count: int, notes: list[str]) -> str:
+    title = f"Found {count} result{'' if count == 1 else 's'}"
+    return f"{title} ({'; '.join(notes)})" if notes else title
+
+
+async def _followups(model: ChatModel, question: str, sources: str, usage: Usage) -> list[str] | None:
+    """Follow-up questions, or None when the call fails: the answer is already out and stays valid."""
+    try:
+        followups = await model.complete(
+            [
+                {"role": "system", "content": prompts.FOLLOWUP_PROMPT},
+                {"role": "user", "content": prompts.followup_request(sources, question)},
+            ],
+            temperature=0.5,
+            max_tokens=FOLLOWUP_MAX_TOKENS,
+        )
+    except UpstreamError as error:
+        logger.warning("follow-up questions skipped: %s", error.code)
+        return None
+    usage.add(followups.prompt_tokens, followups.completion_tokens)
+    return _parse_followups(followups.text)
+
+
 async def answer(
     request: ChatRequest,
     model: ChatModel,
     retriever: Retriever,
+    options: AnsweringSettings,
     *,
     now: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[ChatEvent, None]:
@@ -113,57 +144,73 @@ async def answer(
     question = request.question
     yield Stage("question", "done", "Processing your question", clock.elapsed_ms(), {"question": question})
 
+    budget = Budget.for_model(model.context_tokens, options.chat_answer_max_tokens, question)
+    earlier = request.messages[:-1]
     usage = Usage()
-    history = _history(request.messages)
-    rewrite = await model.complete(
-        [{"role": "system", "content": QUERY_PROMPT}, *QUERY_EXAMPLES, *history],
-        temperature=0.0,
-        max_tokens=QUERY_MAX_TOKENS,
-    )
-    usage.add(rewrite.prompt_tokens, rewrite.completion_tokens)
-    query = _clean_query(rewrite.text, question)
-    yield Stage("query", "done", "Generated search query", clock.elapsed_ms(), {"query": query})
+    if _needs_rewrite(options.chat_query_rewrite, earlier):
+        rewrite_turns = budget.history(earlier, prompts.QUERY_PROMPT, options.chat_history_max_tokens)
+        rewrite = await model.complete(
+            [
+                {"role": "system", "content": prompts.QUERY_PROMPT},
+                *prompts.QUERY_EXAMPLES,
+                *_model_messages(rewrite_turns),
+                {"role": "user", "content": question},
+            ],
+            temperature=0.0,
+            max_tokens=QUERY_MAX_TOKENS,
+        )
+        usage.add(rewrite.prompt_tokens, rewrite.completion_tokens)
+        query = _clean_query(rewrite.text, question)
+        yield Stage("query", "done", "Generated search query", clock.elapsed_ms(), {"query": query, "rewritten": True})
+    else:
+        query = question
+        detail = {"query": query, "rewritten": False}
+        yield Stage("query", "done", "Searching for your question as asked", clock.elapsed_ms(), detail)
 
-    results = await retriever.search(
+    notes: list[str] = []
+    found = await retriever.search(
         query,
         top=overrides.top,
         mode=overrides.retrieval_mode,
         semantic_ranker=overrides.semantic_ranker,
+        notes=notes,
     )
-    title = f"Found {len(results)} result{'' if len(results) == 1 else 's'}"
-    texts = [_flat(result.content) for result in results]
+    results, texts = fit_sources(found, [_flat(result.content) for result in found], budget.sources_tokens)
     summaries = [_result_summary(result, text) for result, text in zip(results, texts, strict=True)]
-    yield Stage("search", "done", title, clock.elapsed_ms(), {"results": summaries})
+    search_detail = {"results": summaries, **({"notes": notes} if notes else {})}
+    yield Stage("search", "done", _search_title(len(results), notes), clock.elapsed_ms(), search_detail)
 
     yield Stage("answer", "started", "Generating answer", clock.elapsed_ms())
-    sources = _sources_text(results, texts)
+    nonce = prompts.new_nonce()
+    sources = prompts.sources_block([(r.source, text) for r, text in zip(results, texts, strict=True)], nonce)
+    answer_turns = budget.history(earlier, prompts.ANSWER_PROMPT + sources, options.chat_history_max_tokens)
     answer_messages: list[ChatCompletionMessageParam] = [
-        {"role": "system", "content": ANSWER_PROMPT},
-        *history[:-1],
-        # Sources first, the question last: small models attend best to what they read last.
-        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
+        {"role": "system", "content": prompts.ANSWER_PROMPT},
+        *_model_messages(answer_turns),
+        {"role": "user", "content": prompts.answer_question(sources, question)},
     ]
-    thoughts = [
-        Thought("Search query", query),
-        Thought("Search results", summaries),
-        Thought("Prompt to generate answer", answer_messages),
-    ]
+    thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
+    if options.chat_expose_prompt:
+        thoughts.append(Thought("Prompt to generate answer", answer_messages))
     if not results:
-        yield AnswerDelta(NO_SOURCES_ANSWER)
+        yield AnswerDelta(prompts.NO_SOURCES_ANSWER)
         yield Completed("stop", results, thoughts, usage)
         return
 
     outcome = StreamOutcome(usage=usage)
-    async with aclosing(model.stream(answer_messages, temperature=overrides.temperature, outcome=outcome)) as tokens:
+    tokens = model.stream(
+        answer_messages, temperature=overrides.temperature, max_tokens=budget.answer_tokens, outcome=outcome
+    )
+    async with aclosing(tokens):
         async for text in tokens:
             yield AnswerDelta(text)
 
-    if overrides.suggest_followup_questions:
-        followups = await model.complete(
-            [{"role": "system", "content": FOLLOWUP_PROMPT}, {"role": "user", "content": f"{question}\n\n{sources}"}],
-            temperature=0.5,
-            max_tokens=FOLLOWUP_MAX_TOKENS,
-        )
-        usage.add(followups.prompt_tokens, followups.completion_tokens)
-        yield FollowupQuestions(_parse_followups(followups.text))
-    yield Completed(outcome.finish_reason or "stop", results, thoughts, usage)
+    finish_reason = outcome.finish_reason or "stop"
+    notice = ENDING_NOTICES.get(finish_reason)
+    if notice is not None:
+        yield notice
+    if overrides.suggest_followup_questions and finish_reason != "content_filter":
+        questions = await _followups(model, question, sources, usage)
+        if questions is not None:
+            yield FollowupQuestions(questions)
+    yield Completed(finish_reason, results, thoughts, usage)

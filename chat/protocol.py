@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic.alias_generators import to_camel
 
 from chat.errors import ChatError, InvalidRequest
-from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, RetrievalMode, SearchResult, Stage
-from chat.settings import LimitSettings
+from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, Notice, RetrievalMode, SearchResult, Stage
+from chat.settings import LimitSettings, SecuritySettings
 
 
 class _ClientModel(BaseModel):
@@ -47,14 +47,35 @@ class Message(_ClientModel):
 
 
 class Overrides(_ClientModel):
-    """Per-request options, under ``context.overrides``."""
+    """Per-request options, under ``context.overrides``.
 
-    top: int = Field(3, ge=1, le=20)
+    The ones that cost money are bounded by the security settings: ``top`` by CHAT_MAX_TOP, and
+    turning the semantic ranker on by CHAT_ALLOW_SEMANTIC_RANKER_OVERRIDE (turning it off, which
+    costs less, is always allowed).
+    """
+
+    top: int = Field(3, ge=1, le=50)
     retrieval_mode: RetrievalMode = "hybrid"
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     suggest_followup_questions: bool = False
     # None: the AZURE_SEARCH_SEMANTIC_RANKER setting decides (Azure AI Search only).
     semantic_ranker: bool | None = None
+
+    @field_validator("top")
+    @classmethod
+    def _top_within_limit(cls, top: int, info: ValidationInfo) -> int:
+        security = _security(info)
+        if security and top > security.chat_max_top:
+            raise ValueError(f"top is larger than {security.chat_max_top}")
+        return top
+
+    @field_validator("semantic_ranker")
+    @classmethod
+    def _semantic_ranker_allowed(cls, semantic_ranker: bool | None, info: ValidationInfo) -> bool | None:
+        security = _security(info)
+        if semantic_ranker and security and not security.chat_allow_semantic_ranker_override:
+            raise ValueError("this server does not let requests turn the semantic ranker on")
+        return semantic_ranker
 
 
 class RequestContext(_ClientModel):
@@ -94,6 +115,10 @@ def _limits(info: ValidationInfo) -> LimitSettings | None:
     return (info.context or {}).get("limits")
 
 
+def _security(info: ValidationInfo) -> SecuritySettings | None:
+    return (info.context or {}).get("security")
+
+
 # Deeper JSON than this is refused: the protocol needs a few levels, and sessionState is echoed
 # back, so an unbounded nesting would reach the encoders' recursion limits (orjson stops at 254).
 MAX_JSON_DEPTH = 64
@@ -113,7 +138,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_chat_request(body: bytes, limits: LimitSettings) -> ChatRequest:
+def parse_chat_request(body: bytes, limits: LimitSettings, security: SecuritySettings) -> ChatRequest:
     """Decode and validate a request body, raising InvalidRequest with a readable reason."""
     try:
         data = orjson.loads(body)
@@ -124,7 +149,7 @@ def parse_chat_request(body: bytes, limits: LimitSettings) -> ChatRequest:
     if _depth_exceeds(data, MAX_JSON_DEPTH):
         raise InvalidRequest(f"The body nests objects or lists deeper than {MAX_JSON_DEPTH} levels.")
     try:
-        return ChatRequest.model_validate(data, context={"limits": limits})
+        return ChatRequest.model_validate(data, context={"limits": limits, "security": security})
     except ValidationError as error:
         raise InvalidRequest(_describe(error)) from None
 
@@ -158,6 +183,10 @@ def stage_body(stage: Stage) -> dict[str, Any]:
         body["detail"] = stage.detail
     body["elapsedMs"] = stage.elapsed_ms
     return body
+
+
+def notice_body(notice: Notice) -> dict[str, str]:
+    return {"code": notice.code, "message": notice.message}
 
 
 def data_point(result: SearchResult) -> dict[str, str]:
@@ -194,6 +223,8 @@ class StreamEncoder:
             line["context"] = {"stage": stage_body(event)}
         elif isinstance(event, FollowupQuestions):
             line["context"] = {"followupQuestions": event.questions}
+        elif isinstance(event, Notice):
+            line["context"] = {"notice": notice_body(event)}
         elif isinstance(event, Completed):
             line["finishReason"] = event.finish_reason
             line["context"] = completion_context(event)
@@ -211,6 +242,7 @@ class CompletionBuilder:
         self._content: list[str] = []
         self._stages: list[dict[str, Any]] = []
         self._followups: list[str] = []
+        self._notices: list[dict[str, str]] = []
         self._done: Completed | None = None
 
     def add(self, event: ChatEvent) -> None:
@@ -220,6 +252,8 @@ class CompletionBuilder:
             self._stages.append(stage_body(event))
         elif isinstance(event, FollowupQuestions):
             self._followups = event.questions
+        elif isinstance(event, Notice):
+            self._notices.append(notice_body(event))
         elif isinstance(event, Completed):
             self._done = event
 
@@ -230,6 +264,8 @@ class CompletionBuilder:
         context["stages"] = self._stages
         if self._followups:
             context["followupQuestions"] = self._followups
+        if self._notices:
+            context["notices"] = self._notices
         return {
             "message": {"role": "assistant", "content": "".join(self._content)},
             "finishReason": self._done.finish_reason,

@@ -1,8 +1,9 @@
 """The process's clients: created once on first use, shared by every request, closed at shutdown.
 
 One chat client, one embedding client, one retriever and (in Azure mode) one async credential
-per worker process. Construction does no I/O (connections open on first request), so it is
-safe to build lazily from inside any request.
+per worker process, with the per-client limits and the last health check that go with them.
+Construction does no I/O (connections open on first request), so it is safe to build lazily
+from inside any request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from openai import AsyncOpenAI
 
 from chat import telemetry
+from chat.client_limits import ClientLimiter
 from chat.errors import ChatError
 from chat.providers.azure_search import AzureSearchRetriever, search_client
 from chat.providers.identity import azure_credential
@@ -30,11 +32,25 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
+class _CachedHealth:
+    checked_at: float
+    report: dict[str, Any]
+
+
+@dataclass
 class Services:
     settings: Settings
     openai: OpenAIClients
     retriever: Retriever
     credential: AsyncTokenCredential | None = field(default=None)
+    limiter: ClientLimiter = field(init=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _health: _CachedHealth | None = field(default=None, init=False, repr=False)
+    _health_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        security = self.settings.security
+        self.limiter = ClientLimiter(security.chat_max_streams_per_client, security.chat_requests_per_minute_per_client)
 
     async def aclose(self) -> None:
         """Close every client, even when closing one of them fails."""
@@ -45,6 +61,19 @@ class Services:
             stack.push_async_callback(self.openai.aclose)
 
     async def health(self) -> dict[str, Any]:
+        """The last provider check, if younger than CHAT_HEALTH_CACHE_SECONDS; else a new one.
+
+        Load balancers and uptime probes call health every few seconds, from several places: they
+        share one check at a time (the lock), so the model is not called on every hit.
+        """
+        max_age = self.settings.security.chat_health_cache_seconds
+        async with self._health_lock:
+            cached = self._health
+            if cached is None or self.clock() - cached.checked_at >= max_age:
+                cached = self._health = _CachedHealth(self.clock(), await self.check_providers())
+        return cached.report
+
+    async def check_providers(self) -> dict[str, Any]:
         """Which providers are configured and whether each answers; checked in parallel, bounded in time."""
         mode = self.settings.mode
         chat, embedder = self.openai.chat, self.openai.embedder

@@ -8,17 +8,25 @@ must carry from them, and the infra tests compare that set with the Bicep templa
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 OpenAIHost = Literal["azure", "openai", "local"]
 SearchHost = Literal["azure", "local"]
+AuthMode = Literal["entra", "keys", "anonymous"]
+# "reasoning" models (GPT-5 family, o-series) take max_completion_tokens and reasoning_effort and
+# refuse a temperature; "chat" models (gpt-4o, most local models) take max_tokens and temperature.
+ModelKind = Literal["chat", "reasoning"]
+QueryRewrite = Literal["auto", "always", "never"]
+# The local model server's context window; chat.localstack starts llama.cpp with it.
+DEFAULT_LOCAL_CONTEXT_TOKENS = 2048
 
 
 class ConfigurationError(Exception):
@@ -48,18 +56,23 @@ class AzureOpenAISettings(_EnvGroup):
     azure_openai_endpoint: str = ""
     azure_openai_chat_deployment: str = ""
     azure_openai_embedding_deployment: str = ""
-    azure_openai_api_version: str = "2024-10-21"
+    # The last dated data-plane version; it takes max_completion_tokens and reasoning_effort.
+    azure_openai_api_version: str = "2025-04-01-preview"
+    # The template's default model (gpt-5.6-luna) is a reasoning model, as is the GPT-5 family.
+    azure_openai_chat_model_kind: ModelKind = "reasoning"
 
 
 class OpenAIComSettings(_EnvGroup):
     openai_api_key: SecretStr = SecretStr("")
     openai_chat_model: str = "gpt-4o-mini"
     openai_embedding_model: str = "text-embedding-3-small"
+    openai_chat_model_kind: ModelKind = "chat"
 
 
 class LocalOpenAISettings(_EnvGroup):
     local_openai_endpoint: str = "http://127.0.0.1:8011/v1"
     local_openai_chat_model: str = "SmolLM2-135M-Instruct"
+    local_openai_chat_model_kind: ModelKind = "chat"
     local_embedding_endpoint: str = "http://127.0.0.1:8012/v1"
     local_embedding_model: str = "multilingual-e5-small-q4"
     # Empty means: the GGUF file bundled by requirements-local.txt (see chat.localstack).
@@ -106,6 +119,76 @@ class LimitSettings(_EnvGroup):
     stream_heartbeat_seconds: float = Field(15.0, gt=0)
 
 
+class ContextWindowSettings(_EnvGroup):
+    """The context window of each provider's chat model, in tokens: prompts are fitted to it.
+
+    The defaults hold for today's Azure OpenAI and openai.com chat models (128k and more), so
+    Azure need not set them; the local one is also the window chat.localstack starts llama.cpp with.
+    """
+
+    azure_openai_chat_context_tokens: int = Field(128_000, ge=1_024)
+    openai_chat_context_tokens: int = Field(128_000, ge=1_024)
+    local_openai_context_tokens: int = Field(DEFAULT_LOCAL_CONTEXT_TOKENS, ge=512)
+
+
+class AnsweringSettings(_EnvGroup):
+    """How an answer is produced, and what each of its model calls may spend."""
+
+    # Tokens the answer may have (for reasoning models: the visible answer; see chat.providers.llm).
+    chat_answer_max_tokens: int = Field(1024, ge=16)
+    # Tokens of earlier turns sent upstream; the oldest go first, the latest question is always whole.
+    chat_history_max_tokens: int = Field(4000, ge=0)
+    # auto: rewrite the question into a search query only when there are earlier turns to resolve.
+    chat_query_rewrite: QueryRewrite = "auto"
+    # Whether `thoughts` carry the full prompt (system prompt, history, sources) to the client.
+    chat_expose_prompt: bool = False
+
+
+# An origin as CORS and CSP write it: scheme, host, optional port; nothing that could end a CSP directive.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+class SecuritySettings(_EnvGroup):
+    """Who may call, what one caller may spend, and what the page allows (README "Security").
+
+    Every default holds in Azure too, so the group is not among the Azure-mode variables; the
+    Bicep sets CHAT_AUTH_MODE and the per-client limits as app settings all the same (checked per
+    mode by tests/test_infra.py), and may pass the CORS origins to CHAT_CSP_CONNECT_ORIGINS.
+    """
+
+    # entra: the platform signs users in and the app also refuses calls without a principal;
+    # keys: the chat routes need a function key; anonymous: open (the laptop default).
+    chat_auth_mode: AuthMode = "anonymous"
+    # Set by the platform (not an app setting) when its built-in authentication is on: only then do
+    # the X-MS-CLIENT-PRINCIPAL-* headers come from the platform rather than from the caller.
+    website_auth_enabled: bool = False
+    # Per client (signed-in user, else address) and per instance; see chat/client_limits.py.
+    chat_max_streams_per_client: int = Field(4, ge=1)
+    chat_requests_per_minute_per_client: int = Field(20, ge=1)
+    # Overrides that cost money: the largest `top` a request may ask for, and whether it may turn
+    # the semantic ranker on.
+    chat_max_top: int = Field(10, ge=1, le=50)
+    chat_allow_semantic_ranker_override: bool = False
+    # How long /api/health reuses its last provider check, so probes never call the model each time.
+    chat_health_cache_seconds: float = Field(30.0, ge=0)
+    # Comma-separated origins the page may connect to besides its own (CSP connect-src): the
+    # origins allowed by CORS (the local host adds Host.CORS; in Azure, the same list as
+    # AZURE_CORS_ALLOWED_ORIGINS when the Bicep passes it on).
+    chat_csp_connect_origins: str = ""
+
+    @field_validator("chat_csp_connect_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (part.strip() for part in value.split(","))):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError("each entry must be an origin such as https://www.contoso.com")
+        return value
+
+    @property
+    def connect_origins(self) -> tuple[str, ...]:
+        return tuple(filter(None, (part.strip() for part in self.chat_csp_connect_origins.split(","))))
+
+
 _AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
     ModeSettings,
     AzureOpenAISettings,
@@ -137,6 +220,9 @@ class Settings(BaseModel):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    answering: AnsweringSettings = Field(default_factory=AnsweringSettings)
+    context_windows: ContextWindowSettings = Field(default_factory=ContextWindowSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _required_for_mode(self) -> Settings:
@@ -151,9 +237,8 @@ class Settings(BaseModel):
         if self.mode.search_host == "azure" and not self.azure_search.azure_search_endpoint:
             missing.append("AZURE_SEARCH_ENDPOINT")
         if missing:
-            raise ValueError(
-                f"OPENAI_HOST={self.mode.openai_host} and SEARCH_HOST={self.mode.search_host} need {', '.join(missing)}"
-            )
+            # Names only: error bodies and health details never show a variable's value.
+            raise ValueError(f"the configured OPENAI_HOST and SEARCH_HOST need {', '.join(missing)}")
         return self
 
 

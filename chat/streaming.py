@@ -2,11 +2,13 @@
 
 Once the first line is out the HTTP status is 200, so a failure can only be reported as one
 last ``{"delta":{},"error":...}`` line; every path out of ``ndjson_lines`` ends the stream
-with whole lines. The pipeline runs in the response's own task: when the client goes away,
-starlette cancels that task, the cancellation reaches the pipeline's pending upstream read,
-and leaving the SDK's ``async with`` closes the upstream connection. If the client leaves
-while a line is being sent instead, the response's background task closes the generators,
-each closing the one it reads (``aclosing``), down to the upstream call.
+with whole lines. The pipeline runs in the response's own task. How starlette notices a client that went away
+depends on the server's ASGI version: under spec 2.3 it listens for ``http.disconnect`` and
+cancels the task that streams; under 2.4 the failed ``send`` raises (OSError, turned into
+ClientDisconnect). Neither path runs a response's background task, so the response closes the
+line generator itself, in a ``finally`` around the whole response: whatever way the stream
+ends, each generator closes the one it reads (``aclosing``), down to the upstream call, and
+the caller's ``on_close`` (its per-client slot) runs once.
 
 Heartbeats come from a timer rather than from a task that races each event against a
 timeout: a slow model is rare, tokens are not, and the timer costs nothing per token.
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from starlette.background import BackgroundTask
+import anyio
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from chat.errors import INTERNAL_ERROR_MESSAGE, ChatError
 from chat.events import ChatEvent
@@ -31,8 +34,10 @@ from chat.protocol import HEARTBEAT_LINE, StreamEncoder, encode_error
 logger = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
+# Every API response: browsers must not guess another type than the one declared.
+API_HEADERS = {"X-Content-Type-Options": "nosniff"}
 # Proxies must pass each line on as it comes; compression would buffer it.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_HEADERS = {**API_HEADERS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def report(error: Exception) -> ChatError:
@@ -68,10 +73,29 @@ class NdjsonStreamingResponse(StreamingResponse):
     a line: each ASGI send writes one whole line.
     """
 
-    def __init__(self, lines: AsyncGenerator[bytes, None], heartbeat_seconds: float) -> None:
-        # Runs after the stream, also when the client left: closes the generator, and so the pipeline.
-        super().__init__(lines, media_type=NDJSON, headers=STREAM_HEADERS, background=BackgroundTask(lines.aclose))
+    def __init__(
+        self,
+        lines: AsyncGenerator[bytes, None],
+        heartbeat_seconds: float,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(lines, media_type=NDJSON, headers=STREAM_HEADERS)
+        self._lines = lines
         self._heartbeat_seconds = heartbeat_seconds
+        # Runs once: when the response has run, or when it is dropped without ever running (a host
+        # that gave up on the request), so a per-client slot is never held forever.
+        self._on_close = weakref.finalize(self, on_close)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                # Shielded: when the stream ends by cancellation, closing must still reach the upstream call.
+                with anyio.CancelScope(shield=True):
+                    await self._lines.aclose()
+            finally:
+                self._on_close()
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

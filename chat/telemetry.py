@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from chat.errors import ChatError
 from chat.events import AnswerDelta, ChatEvent, Completed, Stage
+from chat.providers.identity import blocking_azure_credential
 from chat.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,9 @@ def configure(settings: Settings) -> bool:
     connection_string = settings.telemetry.applicationinsights_connection_string
     if _instruments is not None or not connection_string:
         return _instruments is not None
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    client_id = settings.identity.azure_client_id
-    credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
+    credential = blocking_azure_credential(settings.identity)
     try:
         configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="chat")
     except ValueError:

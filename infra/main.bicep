@@ -37,12 +37,14 @@ param principalType string = 'User'
 
 // Function app ---------------------------------------------------------------------------------
 
+// Flex Consumption offers Python 3.10 to 3.14 for new apps; 3.10 reached its end of life in
+// October 2026 and this project is tested on 3.11 to 3.13 (CI runs 3.11 and 3.13).
 @allowed([
-  '3.10'
   '3.11'
   '3.12'
+  '3.13'
 ])
-@description('Python version of the function app (Flex Consumption supports 3.10 to 3.12).')
+@description('Python version of the function app.')
 param pythonVersion string = '3.11'
 
 @allowed([
@@ -50,18 +52,59 @@ param pythonVersion string = '3.11'
   2048
   4096
 ])
-@description('Memory of each Flex Consumption instance, in MB.')
+@description('Memory of each Flex Consumption instance, in MB (512 MB is a quarter core, 2048 MB one core, 4096 MB two).')
 param instanceMemoryMB int = 2048
 
+// Sizing: concurrent streams = httpPerInstanceConcurrency x maximumInstanceCount, so the defaults
+// allow 200 x 40 = 8,000 open streams. One instance streamed 400 at once on one core within the
+// latency targets (docs/performance.md); a user keeps a stream open for about 3 s a question, so
+// 8,000 streams serve tens of thousands of active users. In practice the chat deployment's
+// tokens-per-minute quota is reached long before. 40 is the lowest value Flex Consumption
+// accepts, 1000 the highest; this number is the hard ceiling of what the app can spend on compute.
 @minValue(40)
 @maxValue(1000)
-@description('Most instances the app may scale out to (Flex Consumption accepts 40 to 1000).')
-param maximumInstanceCount int = 100
+@description('Most instances the app may scale out to (Flex Consumption accepts 40 to 1000). The cost ceiling.')
+param maximumInstanceCount int = 40
+
+// Flex Consumption adds an instance when the open HTTP executions of every instance reach this
+// number. The platform default (16 on 2048 MB) would start a new instance for every 16 streams,
+// although a stream is almost all waiting on the model. 200 is half the measured 400 streams per
+// core (docs/performance.md): the benchmark measures the Python worker alone, while on Azure the
+// Functions host proxies every streamed byte on the same core. Scale it with the cores of
+// instanceMemoryMB (for example 50 on 512 MB, 400 on 4096 MB).
+@minValue(1)
+@maxValue(1000)
+@description('Concurrent HTTP executions (open streams) per instance before Flex Consumption adds an instance.')
+param httpPerInstanceConcurrency int = 200
 
 // A comma-separated string rather than an array: azd substitutes environment variables into
 // main.parameters.json as text, inside JSON strings.
 @description('Comma-separated origins (no spaces) allowed to call the API from browser pages on other origins. The page served by the app itself needs none.')
 param corsAllowedOrigins string = ''
+
+// Who may call -----------------------------------------------------------------------------------
+
+// entra: the platform's built-in authentication signs people of your tenant in; API calls without
+// a session get 401. keys: function keys for server-to-server callers. anonymous: open to the
+// internet, for demos only. The README's Security section says what each protects.
+@allowed([
+  'entra'
+  'keys'
+  'anonymous'
+])
+@description('Who may call the chat API (CHAT_AUTH_MODE): entra, keys or anonymous.')
+param authMode string = 'entra'
+
+@description('Client id of the Microsoft Entra app registration used in entra mode. The preprovision hook creates or reuses one and sets AZURE_AUTH_CLIENT_ID.')
+param authClientId string = ''
+
+@minValue(1)
+@description('Most streams one client may have open at once on one instance (CHAT_MAX_STREAMS_PER_CLIENT).')
+param chatMaxStreamsPerClient int = 4
+
+@minValue(1)
+@description('Most requests one client may start per minute on one instance (CHAT_REQUESTS_PER_MINUTE_PER_CLIENT).')
+param chatRequestsPerMinutePerClient int = 20
 
 // Azure OpenAI ---------------------------------------------------------------------------------
 
@@ -74,17 +117,32 @@ param existingOpenAiAccountName string = ''
 @description('Resource group of existingOpenAiAccountName (same subscription); empty means the environment resource group.')
 param existingOpenAiResourceGroupName string = ''
 
+// 2025-04-01-preview is the last dated data-plane version (Microsoft calls it the "last
+// generation" API; newer features come only through the v1 API). It takes max_completion_tokens and
+// reasoning_effort, which GPT-5 family models need; the GA version 2024-10-21 has no reasoning_effort.
 @description('Data-plane API version the code uses (AZURE_OPENAI_API_VERSION).')
-param openAiApiVersion string = '2024-10-21'
+param openAiApiVersion string = '2025-04-01-preview'
 
+// Defaults checked against Microsoft's model retirement schedule (README, Deploy): gpt-5.6-luna
+// 2026-07-09 is generally available with a retirement date of 2028-01-11. When a model retires,
+// set these four with azd env set and run azd provision (README, "When a model retires").
 @description('Chat model.')
-param chatModelName string = 'gpt-4o-mini'
+param chatModelName string = 'gpt-5.6-luna'
 
 @description('Version of the chat model.')
-param chatModelVersion string = '2024-07-18'
+param chatModelVersion string = '2026-07-09'
+
+// GPT-5 family and o-series models are reasoning models: max_completion_tokens instead of
+// max_tokens, no temperature, a reasoning effort. Set chat for a model such as gpt-4.1.
+@allowed([
+  'chat'
+  'reasoning'
+])
+@description('Kind of the chat model (AZURE_OPENAI_CHAT_MODEL_KIND): reasoning for GPT-5 family and o-series models, chat otherwise.')
+param chatModelKind string = 'reasoning'
 
 @description('Name of the chat deployment (AZURE_OPENAI_CHAT_DEPLOYMENT).')
-param chatDeploymentName string = 'gpt-4o-mini'
+param chatDeploymentName string = 'gpt-5.6-luna'
 
 @description('SKU of the chat deployment.')
 param chatDeploymentSkuName string = 'GlobalStandard'
@@ -162,6 +220,9 @@ var reuseSearch = !empty(existingSearchServiceName)
 var searchServiceName = reuseSearch ? existingSearchServiceName : '${abbrs.searchSearchServices}${resourceToken}'
 var searchResourceGroupName = reuseSearch && !empty(existingSearchResourceGroupName) ? existingSearchResourceGroupName : rg.name
 var searchEndpoint = 'https://${searchServiceName}.search.windows.net'
+// entra mode adds the platform's sign-in, its identity and the hook-made app registration.
+var signInEnabled = authMode == 'entra'
+
 // The free tier has no semantic ranker, whatever searchSemanticSearch says.
 var semanticRankerEnabled = searchSemanticSearch != 'disabled' && (reuseSearch || searchServiceSku != 'free')
 
@@ -205,6 +266,19 @@ module identity 'app/identity.bicep' = {
   scope: rg
   params: {
     name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// entra mode only: an identity used for nothing but the app registration's federated credential,
+// so that the platform's sign-in needs no client secret. Microsoft's guidance is to give this
+// identity to no other resource and no roles: whoever holds it can act as the app registration.
+module authIdentity 'app/identity.bicep' = if (signInEnabled) {
+  name: 'auth-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}auth-${resourceToken}'
     location: location
     tags: tags
   }
@@ -397,9 +471,17 @@ module api 'app/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    authMode: authMode
+    authClientId: authClientId
+    authIdentityId: signInEnabled ? authIdentity.outputs.id : ''
+    authIdentityClientId: signInEnabled ? authIdentity.outputs.clientId : ''
+    chatMaxStreamsPerClient: chatMaxStreamsPerClient
+    chatRequestsPerMinutePerClient: chatRequestsPerMinutePerClient
     corsAllowedOrigins: empty(corsAllowedOrigins) ? [] : split(corsAllowedOrigins, ',')
     openAiEndpoint: openAiAccess.outputs.endpoint
     openAiChatDeployment: chatDeploymentName
+    openAiChatModelKind: chatModelKind
     openAiEmbeddingDeployment: embeddingDeploymentName
     openAiApiVersion: openAiApiVersion
     searchEndpoint: searchEndpoint
@@ -427,6 +509,7 @@ output OPENAI_HOST string = 'azure'
 output SEARCH_HOST string = 'azure'
 output AZURE_OPENAI_ENDPOINT string = openAiAccess.outputs.endpoint
 output AZURE_OPENAI_CHAT_DEPLOYMENT string = chatDeploymentName
+output AZURE_OPENAI_CHAT_MODEL_KIND string = chatModelKind
 output AZURE_OPENAI_EMBEDDING_DEPLOYMENT string = embeddingDeploymentName
 output AZURE_OPENAI_API_VERSION string = openAiApiVersion
 output AZURE_SEARCH_ENDPOINT string = searchEndpoint
@@ -435,3 +518,10 @@ output AZURE_SEARCH_SEMANTIC_RANKER string = semanticRankerEnabled ? 'true' : 'f
 
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output AZURE_FUNCTION_APP_URL string = api.outputs.url
+// The address to open in a browser. In entra mode every path but /api/health answers 401 without
+// a session, so people start at the platform's sign-in, which returns them to the page.
+output AZURE_FUNCTION_APP_PAGE_URL string = signInEnabled ? '${api.outputs.url}/.auth/login/aad?post_login_redirect_uri=/' : api.outputs.url
+
+// For the postprovision hook (infra/hooks/auth_app.py): the federated credential of the app
+// registration names this identity.
+output AZURE_AUTH_IDENTITY_PRINCIPAL_ID string = signInEnabled ? authIdentity.outputs.principalId : ''

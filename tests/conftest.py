@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -16,6 +18,8 @@ from azure.search.documents.aio import SearchClient
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.embeddings import AsyncEmbeddings
 
+from benchmarks.stack import child_environment as child_environment  # tests import it from here
+from chat import tokens
 from chat.devserver import create_app
 from chat.ingest import chunk_documents, collect_files, ingest
 from chat.localstack import Server, free_port, running
@@ -25,7 +29,7 @@ from chat.services import close_services
 from chat.settings import PROJECT_ROOT, all_variables, get_settings
 from tests.sdk_fakes import ChatScript, EmbeddingScript, SearchScript
 
-SAMPLE_DOCUMENTS = {
+TEST_DOCUMENTS = {
     "mushroom-pineapple.md": (
         "# Mushroom and pineapple pizza\n\nA meat-free take on the Hawaiian.\n\n## Method\n"
         "Brown the mushrooms in a hot pan. Caramelise the pineapple. Bake at 260 C for 9 minutes.\n"
@@ -34,8 +38,12 @@ SAMPLE_DOCUMENTS = {
     "dough.md": "# Pizza dough\n\n## Ingredients\n500 g flour, 325 g water, 10 g salt, 2 g yeast.\n",
     "oven.txt": "Oven notes\n==========\n\nPreheat a baking steel for 45 minutes. A stone needs an hour.\n",
 }
-# CI sets REQUIRE_ALL_TESTS=1: a missing tool (node packages, chromium, the local model) then fails
-# the test instead of skipping it, so nothing is silently left out of a CI run.
+# As function_app does at start-up, so that no test times the tokenizer's one-off load.
+tokens.preload()
+
+# CI sets REQUIRE_ALL_TESTS=1: a missing tool (node packages, chromium, the local model, pycep) then
+# fails the test instead of skipping it, so nothing is silently left out of a CI run. Tests say what
+# they need with require() and require_module(); the hooks below fail any other skip too.
 REQUIRE_ALL_TESTS = os.environ.get("REQUIRE_ALL_TESTS") == "1"
 
 
@@ -46,6 +54,38 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRE_ALL_TESTS:
         pytest.fail(f"REQUIRE_ALL_TESTS=1 but: {reason}")
     pytest.skip(reason)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """The module ``name`` for a test module's top level; without it the module is skipped, or fails in CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if REQUIRE_ALL_TESTS:
+            pytest.fail(f"REQUIRE_ALL_TESTS=1 but: {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
+def _skip_fails(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under REQUIRE_ALL_TESTS=1, a skipped test or module (not an expected failure) is reported failed."""
+    if REQUIRE_ALL_TESTS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_ALL_TESTS=1 but it was skipped: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _skip_fails(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report() -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _skip_fails(report)
+    return report
 
 
 AZURE_ENVIRONMENT = {
@@ -142,7 +182,7 @@ def search_script(monkeypatch: pytest.MonkeyPatch) -> SearchScript:
     return script
 
 
-def write_documents(folder: Path, documents: dict[str, str] = SAMPLE_DOCUMENTS) -> Path:
+def write_documents(folder: Path, documents: dict[str, str] = TEST_DOCUMENTS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in documents.items():
         (folder / name).write_text(text, encoding="utf-8")
@@ -163,7 +203,7 @@ async def build_index(folder: Path, index_path: Path, *, prune: bool = True) -> 
 
 @pytest.fixture
 async def local_index(embedding_script: EmbeddingScript, tmp_path: Path) -> Path:
-    """A small local index of SAMPLE_DOCUMENTS, at the path the settings name."""
+    """A small local index of TEST_DOCUMENTS, at the path the settings name."""
     index_path = get_settings().local_search.index_path
     await build_index(write_documents(tmp_path / "docs"), index_path)
     return index_path
@@ -183,6 +223,9 @@ HOST_LIMITS = {
     "OPENAI_TIMEOUT_SECONDS": "2",
     "OPENAI_MAX_RETRIES": "2",
     "STREAM_HEARTBEAT_SECONDS": "0.5",
+    # Every test of the session is one client (127.0.0.1): the per-client limits are tested on their own.
+    "CHAT_REQUESTS_PER_MINUTE_PER_CLIENT": "100000",
+    "CHAT_MAX_STREAMS_PER_CLIENT": "1000",
 }
 
 
@@ -198,12 +241,6 @@ class LocalStack:
         return httpx.get(f"{self.upstream_url}/_stats").json()  # type: ignore[no-any-return]
 
 
-def child_environment(**values: str) -> dict[str, str]:
-    """This process's environment without any product variable, plus ``values``."""
-    environment = {name: value for name, value in os.environ.items() if name not in all_variables()}
-    return {**environment, **values}
-
-
 def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api/health") -> tuple[Server, str]:
     """The local host as a child process on a free port, reading no local.settings.json; and its URL."""
     port = free_port()
@@ -212,10 +249,15 @@ def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api
     return Server("host", command, url + ready_path, env=environment, log_dir=root), url
 
 
+INGEST_TIMEOUT_SECONDS = 300
+
+
 def ingest_with(environment: dict[str, str], documents: Path) -> None:
     """Run the ingest CLI as a child process, the way a user does."""
     command = [sys.executable, "-m", "chat.ingest", str(documents)]
-    subprocess.run(command, env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True, timeout=300)
+    subprocess.run(
+        command, env=environment, check=True, cwd=PROJECT_ROOT, capture_output=True, timeout=INGEST_TIMEOUT_SECONDS
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from openai.types.chat.chat_completion_message import ChatCompletionMessage
 from openai.types.completion_usage import CompletionUsage
 
 from benchmarks.upstream import fake_embedding
-from chat.pipeline import FOLLOWUP_PROMPT, QUERY_PROMPT
+from chat.prompts import FOLLOWUP_PROMPT, QUERY_PROMPT
 
 QUERY_TEXT = "mushroom pineapple pizza"
 FOLLOWUP_TEXT = "What oven temperature works best?\n2. How long should the dough rest?\nThanks for asking"
@@ -92,6 +92,21 @@ class StreamedAnswer:
 
 
 @dataclass
+class RawSSE:
+    """A streamed response that sends exactly these bytes, as they would arrive from the network."""
+
+    chunks: list[bytes]
+    closed: bool = False
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
 class ChatScript:
     """Stands in for ``AsyncCompletions.create`` and records every call's keyword arguments."""
 
@@ -100,6 +115,10 @@ class ChatScript:
     answer_pieces: list[str] = field(default_factory=lambda: list(ANSWER_PIECES))
     stream_error: Exception | None = None
     stream_error_after: int = 0
+    # When set, the streamed answer is these raw server-sent event bytes instead of answer_pieces.
+    raw_sse: list[bytes] | None = None
+    # When set, the follow-up call raises it (the answer call does not).
+    followup_error: Exception | None = None
     error: Exception | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     streams: list[StreamedAnswer] = field(default_factory=list)
@@ -109,6 +128,8 @@ class ChatScript:
         if self.error is not None:
             raise self.error
         if kwargs.get("stream"):
+            if self.raw_sse is not None:
+                return RawSSE(self.raw_sse)
             stream = StreamedAnswer(answer_chunks(self.answer_pieces), self.stream_error_after, self.stream_error)
             self.streams.append(stream)
             return stream
@@ -116,6 +137,8 @@ class ChatScript:
         if system == QUERY_PROMPT:
             return completion(self.query_text)
         if system == FOLLOWUP_PROMPT:
+            if self.followup_error is not None:
+                raise self.followup_error
             return completion(self.followup_text, completion_tokens=20)
         raise AssertionError(f"unexpected non-streamed call: {system[:60]}")
 

@@ -61,7 +61,10 @@ async def test_persistent_failure_before_the_first_token_is_an_error_line(
 
 
 async def test_failed_query_rewrite_after_the_first_line(local_stack: LocalStack) -> None:
-    record = await stream(local_stack.url, question(unique("fail=status status=503 call=query")))
+    """A follow-up question (one with history) is rewritten into a search query first."""
+    payload = question(unique("fail=status status=503 call=query"))
+    payload["messages"][:0] = [{"role": "user", "content": "A pizza?"}, {"role": "assistant", "content": "Yes."}]
+    record = await stream(local_stack.url, payload)
     assert record.stages() == ["question"]
     assert record.error == {"code": "upstream_unavailable", "message": "The model answered HTTP 503."}
 
@@ -117,7 +120,7 @@ async def test_search_unavailable_is_an_error_line(host_without_embeddings: str)
         "message": "The embedding model could not be reached or did not answer within 2 seconds.",
     }
     async with httpx.AsyncClient() as http:
-        health = await http.get(f"{host_without_embeddings}/api/health")
+        health = await http.get(f"{host_without_embeddings}/api/health/details")
     assert health.status_code == 503
     assert health.json()["providers"]["embeddings"]["ok"] is False
 

@@ -54,6 +54,7 @@ def test_route_table() -> None:
         "chat_stream": ("api/chat/stream", ("POST",), "anonymous"),
         "chat": ("api/chat", ("POST",), "anonymous"),
         "health": ("api/health", ("GET",), "anonymous"),
+        "health_details": ("api/health/details", ("GET",), "anonymous"),
         "page": ("/", ("GET",), "anonymous"),
         "assets": ("assets/{*path}", ("GET",), "anonymous"),
     }
@@ -102,9 +103,9 @@ async def test_json_handler_answers_once(
     assert [stage["name"] for stage in answer["context"]["stages"]] == ["question", "query", "search", "answer"]
 
 
-async def test_health_reports_each_provider(local_index: Path, client: httpx.AsyncClient) -> None:
+async def test_health_details_report_each_provider(local_index: Path, client: httpx.AsyncClient) -> None:
     # The local model servers are not running in this test: chat and embeddings do not answer.
-    response = await client.get("/api/health")
+    response = await client.get("/api/health/details")
     assert response.status_code == 503
     health = response.json()
     assert health["status"] == "unavailable"
@@ -112,6 +113,13 @@ async def test_health_reports_each_provider(local_index: Path, client: httpx.Asy
     assert health["providers"]["search"]["ok"] is True
     assert health["providers"]["search"]["detail"] == "5 chunks"  # 4 documents; the mushroom one has two sections
     assert health["providers"]["chat"]["ok"] is False
+
+
+async def test_health_is_status_only(local_index: Path, client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/health")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_health_is_200_when_everything_answers(
@@ -123,7 +131,10 @@ async def test_health_is_200_when_everything_answers(
     monkeypatch.setattr("chat.services.list_models", models)
     response = await client.get("/api/health")
     assert response.status_code == 200
-    assert all(provider["ok"] for provider in response.json()["providers"].values())
+    assert response.json() == {"status": "ok"}
+    details = await client.get("/api/health/details")
+    assert details.status_code == 200
+    assert all(provider["ok"] for provider in details.json()["providers"].values())
 
 
 async def test_misconfiguration_is_503_naming_the_variables(
@@ -138,7 +149,13 @@ async def test_misconfiguration_is_503_naming_the_variables(
     error = response.json()["error"]
     assert error["code"] == "not_configured"
     assert "AZURE_OPENAI_ENDPOINT" in error["message"]
-    assert (await client.get("/api/health")).status_code == 503
+    assert "azure" not in error["message"].replace("AZURE_", ""), "names, never values"
+    health = await client.get("/api/health")
+    assert health.status_code == 503
+    assert health.json() == {"status": "unavailable"}
+    details = await client.get("/api/health/details")
+    assert details.status_code == 503
+    assert "AZURE_OPENAI_ENDPOINT" in details.json()["error"]["message"]
 
 
 async def test_page_and_assets(client: httpx.AsyncClient) -> None:

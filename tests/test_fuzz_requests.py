@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat.settings import get_settings
 from tests.sdk_fakes import ChatScript, EmbeddingScript
 
 ROUTES = ["/api/chat", "/api/chat/stream"]
@@ -46,6 +47,13 @@ near_valid = st.fixed_dictionaries(
 )
 
 
+@pytest.fixture(autouse=True)
+def no_client_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every example is the same client: without this, all but the first few would get 429 and test nothing else."""
+    monkeypatch.setenv("CHAT_REQUESTS_PER_MINUTE_PER_CLIENT", "100000")
+    get_settings.cache_clear()
+
+
 def encode(value: Any) -> bytes:
     """JSON text of any value, big integers included (json, not orjson, which stops at 64 bits)."""
     return json.dumps(value).encode()
@@ -67,6 +75,7 @@ content_types = st.sampled_from(
 
 def check(response: httpx.Response, route: str) -> None:
     assert response.status_code < 500, response.text
+    assert response.status_code != 429, "the per-client limits are tested in tests/test_security.py"
     if response.status_code >= 400:
         error = response.json()["error"]
         assert set(error) == {"code", "message"}
@@ -76,6 +85,7 @@ def check(response: httpx.Response, route: str) -> None:
         lines = [orjson.loads(line) for line in response.content.splitlines()]
         assert all("delta" in line for line in lines)
         assert lines[-1].get("finishReason") or lines[-1].get("error")
+        assert (lines[-1].get("error") or {}).get("code") != "internal_error", "a bug, not bad input"
     else:
         assert response.json()["message"]["role"] == "assistant"
 
@@ -94,3 +104,11 @@ async def test_any_body_gets_a_clean_answer(
 ) -> None:
     headers: dict[str, Any] = {"content-type": content_type} if content_type else {}
     check(await client.post(route, content=body, headers=headers), route)
+
+
+def test_check_refuses_a_stream_that_ends_in_internal_error() -> None:
+    """A 200 whose stream ends in internal_error is the server failing on the input: the fuzz test must see it."""
+    lines = [{"delta": {"role": "assistant"}}, {"delta": {}, "error": {"code": "internal_error", "message": "x"}}]
+    response = httpx.Response(200, content=b"\n".join(orjson.dumps(line) for line in lines))
+    with pytest.raises(AssertionError, match="a bug, not bad input"):
+        check(response, "/api/chat/stream")

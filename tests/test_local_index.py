@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -13,12 +16,12 @@ from chat.chunking import chunk_text, count_tokens
 from chat.documents import DocumentError, read_document
 from chat.errors import UpstreamError
 from chat.evaluate import first_relevant_rank, load_questions
-from chat.ingest import EXIT_BAD_INPUT, IngestError, chunk_documents, collect_files, main
+from chat.ingest import EXIT_ERROR, IngestError, chunk_documents, chunk_id, collect_files, main
 from chat.providers.llm import build_openai_clients
-from chat.providers.local_index import LocalIndexRetriever, fts_query, rrf
+from chat.providers.local_index import SCHEMA_VERSION, LocalIndexRetriever, fts_query, rrf
 from chat.services import get_services
 from chat.settings import PROJECT_ROOT, get_settings
-from tests.conftest import SAMPLE_DOCUMENTS, build_index, write_documents
+from tests.conftest import TEST_DOCUMENTS, build_index, write_documents
 from tests.sdk_fakes import EmbeddingScript
 
 
@@ -48,6 +51,23 @@ def test_markdown_and_setext_headings_make_sections(tmp_path: Path) -> None:
         ("Pizza guide: Sauce", "Cook tomatoes."),
     ]
     assert {s.source for s in sections} == {"guide.md"}
+
+
+def test_a_hash_line_in_code_is_not_a_heading(tmp_path: Path) -> None:
+    """CommonMark decides: code blocks, fenced or indented, keep their # lines; CRLF files split alike."""
+    path = tmp_path / "oven.md"
+    fenced = "```sh\n# heat the stone first\nbake --at 280\n```"
+    tilde = "~~~\n## not a section either\n~~~"
+    path.write_bytes(
+        (f"# Oven *guide*\n\nSet up:\n\n{fenced}\n\n    # indented code\n\nStone `steel`\n===\n\n{tilde}\n")
+        .replace("\n", "\r\n")
+        .encode()
+    )
+    sections = read_document(path, "oven.md")
+    assert [(s.title, s.text) for s in sections] == [
+        ("Oven guide", f"Set up:\n\n{fenced}\n\n    # indented code"),
+        ("Oven guide: Stone steel", tilde),
+    ]
 
 
 def test_html_sections_skip_scripts(tmp_path: Path) -> None:
@@ -123,7 +143,7 @@ async def test_missing_index_and_other_embedding_model(local_index: Path, monkey
     get_settings.cache_clear()
     other = LocalIndexRetriever(local_index, build_openai_clients(get_settings(), None).embedder)
     assert (await other.search("mushroom", top=1, mode="text", semantic_ranker=None))[0].source
-    with pytest.raises(UpstreamError, match="another-model") as raised:
+    with pytest.raises(UpstreamError, match="another embedding model") as raised:
         await other.search("mushroom", top=1, mode="hybrid", semantic_ranker=None)
     assert raised.value.code == "index_mismatch"
 
@@ -134,21 +154,19 @@ async def test_reingest_embeds_only_what_changed(tmp_path: Path, embedding_scrip
     await build_index(docs, index)
     first = sum(len(call["input"]) for call in embedding_script.calls)
     assert first == 5
-    ids_before = set(await _ids(index))
+    ids_before = set(_ids(index))
     await build_index(docs, index)
     assert sum(len(call["input"]) for call in embedding_script.calls) == first, "nothing changed, nothing embedded"
     (docs / "margherita.md").write_text("# Margherita\n\nNow with buffalo mozzarella.\n")
     (docs / "oven.txt").unlink()
     await build_index(docs, index)
     assert sum(len(call["input"]) for call in embedding_script.calls) == first + 1
-    assert set(await _ids(index)) == ids_before - {"oven_txt-0000"}, "stable ids: updated in place, removed when gone"
+    assert set(_ids(index)) == ids_before - {chunk_id("oven.txt", 0)}, "stable: updated in place, removed when gone"
     assert all(call["extra_body"] == {"input_type": "passage"} for call in embedding_script.calls)
 
 
-async def _ids(index: Path) -> list[str]:
-    import sqlite3
-
-    with sqlite3.connect(index) as connection:
+def _ids(index: Path) -> list[str]:
+    with closing(sqlite3.connect(index)) as connection:
         return [row[0] for row in connection.execute("SELECT id FROM chunks")]
 
 
@@ -167,7 +185,7 @@ def test_bad_input_gets_a_clear_message_and_exit_code(tmp_path: Path, capsys: py
     ]
     index = get_settings().local_search.index_path
     for arguments, message in cases:
-        assert main(arguments) == EXIT_BAD_INPUT
+        assert main(arguments) == EXIT_ERROR
         assert message in capsys.readouterr().err
     assert not index.exists(), "nothing was written"
     assert not list(index.parent.glob("*.tmp-*")), "no temporary file left behind"
@@ -198,9 +216,9 @@ def test_collect_files_names_documents_relative_to_the_folder(tmp_path: Path) ->
     (docs / "sub" / "extra.md").write_text("# Extra\n\nMore.\n")
     (docs / ".hidden.md").write_text("# Hidden\n")
     files = collect_files([docs])
-    assert sorted(files) == sorted([*SAMPLE_DOCUMENTS, "sub/extra.md"])
+    assert sorted(files) == sorted([*TEST_DOCUMENTS, "sub/extra.md"])
     chunks = chunk_documents(files, size=200, overlap=40)
-    assert "sub_extra_md-0000" in {chunk.id for chunk in chunks}
+    assert chunk_id("sub/extra.md", 0) in {chunk.id for chunk in chunks}
     with pytest.raises(IngestError):
         collect_files([tmp_path / "nope"])
 
@@ -211,3 +229,59 @@ def test_evaluation_set_is_well_formed() -> None:
     assert len(questions) >= 25
     assert all(question.expected <= documents for question in questions)
     assert first_relevant_rank(["a.md", "b.md"], frozenset({"b.md"})) == 2
+
+
+AZURE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_=-]{0,1023}")
+
+
+def test_chunk_ids_are_unique_stable_keys(tmp_path: Path, embedding_script: EmbeddingScript) -> None:
+    """Names that share a slug get different ids; an id depends on the name and position only."""
+    names = ["pizza.dough.md", "pizza_dough.md", "pâte à pizza.md", "日本.md", "_notes.md", "x" * 200 + ".md"]
+    docs = write_documents(tmp_path / "docs", {name: f"# {name}\n\nText of {name}.\n" for name in names})
+    chunks = chunk_documents(collect_files([docs]), size=200, overlap=40)
+    ids = [chunk.id for chunk in chunks]
+    assert len(set(ids)) == len(names)
+    assert all(AZURE_KEY.fullmatch(chunk_id) for chunk_id in ids), ids
+    assert chunk_id("pizza.dough.md", 0).startswith("pizza_dough_md-"), "readable"
+    (docs / "pizza.dough.md").write_text("# Other text\n\nSame name, same position, same id.\n")
+    assert [chunk.id for chunk in chunk_documents(collect_files([docs]), size=200, overlap=40)] == ids
+
+    assert main([str(docs)]) == 0
+    stored = _ids(get_settings().local_search.index_path)
+    assert sorted(stored) == sorted(ids), "both pizza dough documents are in the index"
+
+
+def test_two_files_with_one_document_name_stop_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = write_documents(tmp_path / "a", {"notes.md": "# A\n\nOne.\n"})
+    second = write_documents(tmp_path / "b", {"notes.md": "# B\n\nTwo.\n"})
+    assert main([str(first / "notes.md"), str(second / "notes.md")]) == EXIT_ERROR
+    assert "would both be the document 'notes.md'" in capsys.readouterr().err
+    assert sorted(collect_files([first / "notes.md", first])) == ["notes.md"], "the same file twice is one document"
+
+
+@pytest.mark.parametrize("damage", ["index without its chunks table", "index folder is a file"])
+def test_a_local_index_that_cannot_be_written_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    index = get_settings().local_search.index_path
+    if damage == "index folder is a file":
+        (tmp_path / "taken").write_text("not a folder")
+        index = tmp_path / "taken" / "index.sqlite"
+        monkeypatch.setenv("LOCAL_INDEX_PATH", str(index))
+        get_settings.cache_clear()
+    else:  # the meta table of a current index, and nothing else
+        model = build_openai_clients(get_settings(), None).embedder.model
+        with closing(sqlite3.connect(index)) as connection, connection:
+            connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            connection.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [("schema_version", SCHEMA_VERSION), ("embedding_model", model)]
+            )
+    before = index.read_bytes() if index.is_file() else None
+
+    assert main([str(write_documents(tmp_path / "docs"))]) == EXIT_ERROR
+
+    error = capsys.readouterr().err
+    assert error.startswith("ingest: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error
+    assert (index.read_bytes() if index.is_file() else None) == before
+    assert not list(tmp_path.rglob("*.tmp-*")), "no temporary file left behind"

@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from chat.localstack import embedding_server, free_port, model_server, running
+from chat.localstack import READY_TIMEOUT_SECONDS, embedding_server, free_port, model_server, running
 from chat.settings import PROJECT_ROOT, get_settings
-from tests.conftest import child_environment, host_server, ingest_with, require
+from tests.conftest import INGEST_TIMEOUT_SECONDS, child_environment, host_server, ingest_with, require
 from tests.ndjson_client import question, stream
 
-pytestmark = pytest.mark.local_model
+ANSWER_TIMEOUT_SECONDS = 120
+# Two model servers and the host started one after the other, each allowed READY_TIMEOUT_SECONDS,
+# the ingest, then the answer: on a loaded 2-core machine the first test's setup takes minutes,
+# far more than the suite's default timeout (pyproject.toml).
+TIMEOUT_SECONDS = 900
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(TIMEOUT_SECONDS)]
 PIZZA_QUESTION = "Can you suggest a pizza recipe that incorporates both mushroom and pineapple?"
 
 
@@ -44,7 +49,8 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def test_the_pizza_question_is_answered_from_the_sample_documents(embedded_stack: str) -> None:
-    record = await stream(embedded_stack, question(PIZZA_QUESTION, suggestFollowupQuestions=True), timeout=120)
+    ask = question(PIZZA_QUESTION, suggestFollowupQuestions=True)
+    record = await stream(embedded_stack, ask, timeout=ANSWER_TIMEOUT_SECONDS)
 
     assert record.status == 200
     assert record.error is None, record.error
@@ -65,3 +71,8 @@ def test_model_path_points_at_the_bundled_gguf() -> None:
     server = model_server(get_settings(), 8011)
     model = Path(server.command[server.command.index("--model") + 1])
     assert model.suffix == ".gguf" and model.is_file()
+
+
+def test_the_timeout_covers_starting_the_servers(request: pytest.FixtureRequest) -> None:
+    [marker] = request.node.iter_markers("timeout")
+    assert marker.args[0] >= 3 * READY_TIMEOUT_SECONDS + INGEST_TIMEOUT_SECONDS + ANSWER_TIMEOUT_SECONDS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import openai
@@ -11,7 +13,8 @@ from azure.search.documents.models import VectorizedQuery
 
 from chat.errors import UpstreamError
 from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, Stage
-from chat.pipeline import ANSWER_PROMPT, FOLLOWUP_PROMPT, NO_SOURCES_ANSWER, QUERY_PROMPT, answer
+from chat.pipeline import answer
+from chat.prompts import ANSWER_PROMPT, FOLLOWUP_PROMPT, NO_SOURCES_ANSWER, QUERY_PROMPT
 from chat.protocol import ChatRequest
 from chat.services import get_services
 from tests.sdk_fakes import ANSWER_PIECES, QUERY_TEXT, ChatScript, EmbeddingScript, SearchScript
@@ -32,9 +35,13 @@ def chat_request(*, followups: bool = False, **overrides: object) -> ChatRequest
     )
 
 
-async def run(request: ChatRequest) -> list[ChatEvent]:
+def pipeline(request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
     services = get_services()
-    return [event async for event in answer(request, services.openai.chat, services.retriever)]
+    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+
+
+async def run(request: ChatRequest) -> list[ChatEvent]:
+    return [event async for event in pipeline(request)]
 
 
 def stage_names(events: list[ChatEvent]) -> list[str]:
@@ -49,7 +56,7 @@ async def test_stages_come_in_order_then_tokens_then_completion(
     assert stage_names(events) == ["question:done", "query:done", "search:done", "answer:started"]
     assert isinstance(events[0], Stage)
     assert events[0].detail == {"question": QUESTION}
-    assert events[1].detail == {"query": QUERY_TEXT}  # type: ignore[union-attr]
+    assert events[1].detail == {"query": QUERY_TEXT, "rewritten": True}  # type: ignore[union-attr]
     deltas = [event.content for event in events if isinstance(event, AnswerDelta)]
     assert deltas == [piece for piece in ANSWER_PIECES if piece]
     first_delta = next(i for i, event in enumerate(events) if isinstance(event, AnswerDelta))
@@ -88,7 +95,9 @@ async def test_sends_the_exact_model_calls(
     assert messages[0] == {"role": "system", "content": ANSWER_PROMPT}
     assert messages[1:3] == rewrite["messages"][5:7], "the history goes to the answer call too"
     assert messages[-1]["role"] == "user"
-    assert messages[-1]["content"].startswith("Sources:\n[mushroom-pineapple.md]: ")
+    assert messages[-1]["content"].startswith("SOURCES:\n<<SOURCES ")
+    assert re.search(r'\n<<SOURCE [0-9a-f]{12} name="mushroom-pineapple\.md">>\n', messages[-1]["content"])
+    assert streamed["max_tokens"] == int(2048 * 0.8) // 4, "the local default's answer cap: a quarter of its window"
     assert messages[-1]["content"].endswith("\n\nQuestion: " + QUESTION)
     [followups] = chat_script.calls_with(FOLLOWUP_PROMPT)
     assert followups["stream"] is False
@@ -112,7 +121,7 @@ async def test_an_unusable_query_falls_back_to_the_question(
 ) -> None:
     chat_script.query_text = "   "
     events = await run(chat_request())
-    assert events[1].detail == {"query": QUESTION}  # type: ignore[union-attr]
+    assert events[1].detail == {"query": QUESTION, "rewritten": True}  # type: ignore[union-attr]
 
 
 async def test_no_results_answers_without_calling_the_model(
@@ -178,7 +187,7 @@ async def test_search_failure_is_an_upstream_error(
     search_script.error = HttpResponseError(message="Service Unavailable")
     events: list[ChatEvent] = []
     with pytest.raises(UpstreamError) as raised:
-        async for event in answer(chat_request(), get_services().openai.chat, get_services().retriever):
+        async for event in pipeline(chat_request()):
             events.append(event)
     assert raised.value.code == "search_unavailable"
     assert stage_names(events) == ["question:done", "query:done"], "the stages before the failure were delivered"
@@ -191,7 +200,7 @@ async def test_model_failure_mid_stream_is_an_upstream_error(
     chat_script.stream_error_after = 3
     events: list[ChatEvent] = []
     with pytest.raises(UpstreamError) as raised:
-        async for event in answer(chat_request(), get_services().openai.chat, get_services().retriever):
+        async for event in pipeline(chat_request()):
             events.append(event)
     assert raised.value.code == "upstream_unavailable"
     assert [event.content for event in events if isinstance(event, AnswerDelta)] == ["Try", " the"]
@@ -204,8 +213,7 @@ async def test_closing_the_stream_mid_answer_closes_the_upstream_response_at_onc
     """What the response's background task does when the client leaves while a line is being sent."""
     from chat.streaming import ndjson_lines
 
-    services = get_services()
-    lines = ndjson_lines(answer(chat_request(), services.openai.chat, services.retriever), None)
+    lines = ndjson_lines(pipeline(chat_request()), None)
     async for line in lines:
         if b'"content"' in line:
             break

@@ -16,8 +16,9 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from chat.errors import UpstreamError
 from chat.providers.azure_search import AzureSearchRetriever
-from chat.providers.llm import ChatModel, StreamOutcome, _sse_data, upstream_errors
+from chat.providers.llm import ChatModel, StreamOutcome, upstream_errors
 from chat.providers.local_index import LocalIndexRetriever
+from chat.providers.sse import sse_events
 from chat.services import close_services, get_services
 from chat.settings import get_settings
 from tests.sdk_fakes import ChatScript, EmbeddingScript
@@ -98,8 +99,8 @@ async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
 async def test_sse_lines_split_anywhere(size: int) -> None:
     events = [{"choices": [{"delta": {"content": f"tok{i} ü"}}]} for i in range(5)]
     body = b"".join(b"data: " + orjson.dumps(event) + b"\r\n\r\n" for event in events) + b": comment\n\ndata: [DONE]"
-    payloads = [data async for data in _sse_data(chunks_of(body, size))]
-    assert payloads == [orjson.dumps(event) for event in events] + [b"[DONE]"]
+    payloads = [data async for _, data in sse_events(chunks_of(body, size))]
+    assert payloads == [orjson.dumps(event) for event in events], "the unfinished last event is not dispatched"
 
 
 class FakeRawResponse:
@@ -136,7 +137,7 @@ def model_with(body: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[ChatModel,
 async def test_broken_streams_raise_upstream_errors(body: bytes, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model, response = model_with(body, monkeypatch)
     with pytest.raises(UpstreamError) as raised:
-        async for _ in model.stream([], temperature=0, outcome=StreamOutcome()):
+        async for _ in model.stream([], temperature=0, max_tokens=10, outcome=StreamOutcome()):
             pass
     assert raised.value.code == code
     assert response.closed
@@ -151,14 +152,14 @@ async def test_finish_reason_and_usage_are_recorded(monkeypatch: pytest.MonkeyPa
     )
     model, _ = model_with(body, monkeypatch)
     outcome = StreamOutcome()
-    assert [text async for text in model.stream([], temperature=0, outcome=outcome)] == ["Hi"]
+    assert [text async for text in model.stream([], temperature=0, max_tokens=10, outcome=outcome)] == ["Hi"]
     assert outcome.finish_reason == "length"
     assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (7, 1)
 
 
-def status_error(status: int, cls: type[openai.APIStatusError]) -> openai.APIStatusError:
+def status_error(status: int, cls: type[openai.APIStatusError], code: str = "invalid_value") -> openai.APIStatusError:
     request = httpx2.Request("POST", "http://x")
-    return cls("failed", response=httpx2.Response(status, request=request), body={"code": "content_filter"})
+    return cls("failed", response=httpx2.Response(status, request=request), body={"code": code})
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,8 @@ def status_error(status: int, cls: type[openai.APIStatusError]) -> openai.APISta
         (openai.APITimeoutError(request=httpx2.Request("POST", "http://x")), "upstream_timeout", "within 5 seconds"),
         (status_error(429, openai.RateLimitError), "upstream_throttled", "rate limited"),
         (status_error(401, openai.AuthenticationError), "upstream_auth", "credentials"),
-        (status_error(400, openai.BadRequestError), "upstream_rejected", "refused the request"),
+        (status_error(400, openai.BadRequestError), "upstream_rejected", "refused the request (invalid_value)"),
+        (status_error(400, openai.BadRequestError, "content_filter"), "content_filtered", "content filter"),
         (status_error(503, openai.InternalServerError), "upstream_unavailable", "HTTP 503"),
         (httpx2.ReadError("reset"), "upstream_unavailable", "broke off"),
     ],

@@ -12,7 +12,7 @@ from chat.settings import PROJECT_ROOT, ConfigurationError, all_variables, azure
 def test_defaults_are_the_embedded_local_mode() -> None:
     settings = get_settings()
     assert (settings.mode.openai_host, settings.mode.search_host) == ("local", "local")
-    assert settings.azure_openai.azure_openai_api_version == "2024-10-21"
+    assert settings.azure_openai.azure_openai_api_version == "2025-04-01-preview"
     assert settings.limits.stream_heartbeat_seconds < 230, "well inside Azure's idle limit"
 
 
@@ -24,6 +24,9 @@ def test_defaults_are_the_embedded_local_mode() -> None:
         ({"SEARCH_HOST": "azure"}, "AZURE_SEARCH_ENDPOINT"),
         ({"OPENAI_HOST": "gpt"}, "openai_host"),
         ({"CHAT_MAX_MESSAGES": "0"}, "chat_max_messages"),
+        ({"CHAT_AUTH_MODE": "open"}, "chat_auth_mode"),
+        ({"CHAT_MAX_TOP": "0"}, "chat_max_top"),
+        ({"CHAT_CSP_CONNECT_ORIGINS": "https://ok.example, 'unsafe-inline'"}, "chat_csp_connect_origins"),
     ],
 )
 def test_invalid_configuration_names_the_variables(
@@ -44,6 +47,7 @@ def test_azure_mode_variables() -> None:
         "AZURE_OPENAI_CHAT_DEPLOYMENT",
         "AZURE_OPENAI_EMBEDDING_DEPLOYMENT",
         "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_CHAT_MODEL_KIND",
         "AZURE_SEARCH_ENDPOINT",
         "AZURE_SEARCH_INDEX",
         "AZURE_SEARCH_SEMANTIC_RANKER",
@@ -51,6 +55,7 @@ def test_azure_mode_variables() -> None:
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
     assert azure_mode_variables() < all_variables()
+    assert "WEBSITE_AUTH_ENABLED" in all_variables() - azure_mode_variables(), "set by the platform, not by Bicep"
 
 
 def test_only_settings_reads_the_environment() -> None:

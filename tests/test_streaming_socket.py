@@ -16,7 +16,10 @@ SLOW_UPSTREAM = "[[upstream delay=0.8 ttft=0.8 tps=10 tokens=12]]"
 
 
 async def test_lines_arrive_as_they_are_produced(local_stack: LocalStack) -> None:
-    record = await stream(local_stack.url, question(f"mushroom and pineapple? {SLOW_UPSTREAM}"))
+    """A follow-up question, so that the model is called (to rewrite it) before the search."""
+    payload = question(f"mushroom and pineapple? {SLOW_UPSTREAM}")
+    payload["messages"][:0] = [{"role": "user", "content": "A pizza?"}, {"role": "assistant", "content": "Yes."}]
+    record = await stream(local_stack.url, payload)
 
     assert record.status == 200
     assert record.headers["content-type"] == "application/x-ndjson"

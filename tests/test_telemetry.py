@@ -29,7 +29,7 @@ def request() -> ChatRequest:
 
 def test_off_without_a_connection_string() -> None:
     assert telemetry.configure(get_settings()) is False
-    events = answer(request(), get_services().openai.chat, get_services().retriever)
+    events = answer(request(), get_services().openai.chat, get_services().retriever, get_settings().answering)
     assert telemetry.observed(events) is events, "no wrapper, no cost"
 
 
@@ -50,7 +50,12 @@ async def test_spans_per_stage_and_token_metrics_without_content(
 ) -> None:
     tools, spans, reader = instruments
     services = get_services()
-    events = [e async for e in telemetry.observed(answer(request(), services.openai.chat, services.retriever), tools)]
+    events = [
+        e
+        async for e in telemetry.observed(
+            answer(request(), services.openai.chat, services.retriever, services.settings.answering), tools
+        )
+    ]
     assert events
 
     finished = {span.name: span for span in spans.get_finished_spans()}
@@ -74,7 +79,7 @@ async def test_spans_per_stage_and_token_metrics_without_content(
         for metric in scope.metrics
     }
     tokens = {point.attributes["chat.token.kind"]: point.value for point in metrics["chat.tokens"].data.data_points}  # type: ignore[index,union-attr]
-    assert tokens == {"prompt": 150, "completion": 14}
+    assert tokens == {"prompt": 120, "completion": 8}, "a first question: one streamed answer, no rewrite call"
     [outcome] = metrics["chat.answers"].data.data_points
     assert outcome.attributes == {"chat.outcome": "completed"}
 
@@ -89,7 +94,9 @@ async def test_errors_are_recorded_on_the_request_span(
     chat_script.error = UpstreamError("down")
     services = get_services()
     with pytest.raises(UpstreamError):
-        async for _ in telemetry.observed(answer(request(), services.openai.chat, services.retriever), tools):
+        async for _ in telemetry.observed(
+            answer(request(), services.openai.chat, services.retriever, services.settings.answering), tools
+        ):
             pass
     [root] = [span for span in spans.get_finished_spans() if span.name == "chat.request"]
     assert root.attributes == {"chat.error_code": "upstream_unavailable"}

@@ -69,6 +69,8 @@ CASES: list[tuple[str, bytes, str, int, str]] = [
         INVALID,
     ),
     ("overrides not an object", body(messages=[USER], context={"overrides": [1]}), JSON, 400, INVALID),
+    ("top above CHAT_MAX_TOP", body(messages=[USER], context={"overrides": {"top": 11}}), JSON, 400, INVALID),
+    ("semantic ranker on", body(messages=[USER], context={"overrides": {"semanticRanker": True}}), JSON, 400, INVALID),
 ]
 
 
@@ -103,6 +105,8 @@ async def test_bad_input(
         ("last from assistant", "the last message must be from the user"),
         ("message too long", "messages.0.content: content is longer than 200 characters"),
         ("deep session state", "deeper than 64 levels"),
+        ("top above CHAT_MAX_TOP", "context.overrides.top: top is larger than 10"),
+        ("semantic ranker on", "does not let requests turn the semantic ranker on"),
     ],
 )
 async def test_messages_name_the_problem(client: httpx.AsyncClient, name: str, phrase: str) -> None:
@@ -141,3 +145,27 @@ async def test_unknown_keys_are_ignored_and_session_state_echoed(
     assert response.status_code == 200
     lines = [orjson.loads(line) for line in response.content.splitlines()]
     assert lines[-1]["sessionState"] == {"conversation": "abc"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "overrides"),
+    [
+        ({}, {"top": 10, "semanticRanker": False}),  # within the bound; turning the ranker off costs nothing
+        ({"CHAT_MAX_TOP": "20", "CHAT_ALLOW_SEMANTIC_RANKER_OVERRIDE": "true"}, {"top": 20, "semanticRanker": True}),
+    ],
+)
+async def test_costly_overrides_pass_where_the_settings_allow_them(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    local_index: Path,
+    chat_script: ChatScript,
+    embedding_script: EmbeddingScript,
+    environment: dict[str, str],
+    overrides: dict[str, Any],
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    payload = {"messages": [USER], "context": {"overrides": overrides}}
+    response = await client.post("/api/chat", json=payload)
+    assert response.status_code == 200, response.text

@@ -26,8 +26,9 @@ import playwright.sync_api as playwright_sync
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
+from chat.localstack import running
 from chat.settings import PROJECT_ROOT
-from tests.conftest import LocalStack, require
+from tests.conftest import LocalStack, child_environment, host_server, require
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +76,13 @@ def chromium() -> Iterator[Browser]:
 
 
 OpenPage = Callable[..., Page]
+# Any Content-Security-Policy violation becomes a console error, which fails the test (open_page);
+# the browser's own "Refused to ..." console message does too.
+REPORT_CSP_VIOLATIONS = """
+  document.addEventListener('securitypolicyviolation', (event) => {
+    console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || 'inline code'}`);
+  });
+"""
 
 
 @pytest.fixture
@@ -99,6 +107,7 @@ def open_page(chromium: Browser, local_stack: LocalStack) -> Iterator[OpenPage]:
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on("console", lambda message: console_error(message.type, message.text))
+        page.add_init_script(REPORT_CSP_VIOLATIONS)
         if init_script:
             page.add_init_script(init_script)
         page.goto(local_stack.url)
@@ -142,6 +151,13 @@ def answer_text(page: Page, turn: str = LAST_TURN) -> str:
                              copy.querySelectorAll('.visually-hidden').forEach((hidden) => hidden.remove());
                              return copy.textContent; }""",
         )
+    )
+
+
+def answer_longer_than(page: Page, characters: int) -> None:
+    # A function, not an expression: Playwright evaluates an expression string with eval, which the page's CSP refuses.
+    page.wait_for_function(
+        "(n) => document.querySelector('.turn-assistant:last-child .answer').textContent.length > n", arg=characters
     )
 
 
@@ -236,9 +252,9 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     expect(steps.locator("summary")).to_contain_text("Thought process: 4 steps")
     steps.locator("summary").click()
     expect(steps).to_have_attribute("open", "")
-    expect(turn.locator('.step[data-stage="query"]')).to_contain_text(
-        "Generated search query: pizza recipes with mushroom and pineapple"
-    )
+    # A first question is searched as asked (CHAT_QUERY_REWRITE=auto rewrites only with history).
+    searched = "Searching for your question as asked: Which pizza has mushroom and pineapple?"
+    expect(turn.locator('.step[data-stage="query"]')).to_contain_text(searched)
     expect(turn.locator(".results li")).to_have_count(3)
     expect(turn.locator('.step[data-status="done"]')).to_have_count(4)
 
@@ -246,7 +262,7 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     announcements: list[str] = chat.evaluate("window.announcements_")
     assert announcements[:3] == [
         "Processing your question",
-        "Generated search query: pizza recipes with mushroom and pineapple",
+        f"{searched} [[upstream ttft=0.3 tps=400 tokens=36]]",
         "Found 3 results: 1) Mushroom and pineapple pizza 2) Mushroom and pineapple pizza: Method"
         " 3) Pizza dough: Ingredients",
     ]
@@ -303,7 +319,7 @@ def test_citations_and_follow_ups_are_clickable(chat: Page) -> None:
 
 def test_stop_ends_the_answer_and_the_server_cancels_the_upstream_call(chat: Page, local_stack: LocalStack) -> None:
     ask(chat, unique("Tell me about mushroom pizza [[upstream ttft=0.2 tps=15 tokens=400]]"))
-    chat.wait_for_function(f"document.querySelector('{LAST_TURN} .answer').textContent.length > 20")
+    answer_longer_than(chat, 20)
     expect(chat.locator("#stop")).to_be_enabled()
     expect(chat.locator(f'{LAST_TURN} .step[data-stage="answer"]')).to_have_attribute("data-status", "started")
     assert_accessible(chat, "mid-stream")
@@ -338,7 +354,7 @@ def test_escape_stops_and_the_keyboard_does_everything(chat: Page) -> None:
     expect(chat.locator(".turn")).to_have_count(0)
     chat.keyboard.press("Enter")
     expect(chat.locator(".turn-user .bubble")).to_have_text(re.compile(r"^first line\nsecond line"))
-    chat.wait_for_function(f"document.querySelector('{LAST_TURN} .answer').textContent.length > 5")
+    answer_longer_than(chat, 5)
     chat.keyboard.press("Escape")
     expect(chat.locator(LAST_TURN)).to_contain_text("You stopped this answer.")
     assert_nothing_running(chat)
@@ -590,18 +606,25 @@ def _scripted_lines() -> list[dict[str, Any]]:
     ]
 
 
-def scripted_fetch(lines: list[dict[str, Any]], seed: int = 6) -> str:
+def scripted_fetch(lines: list[dict[str, Any]], seed: int = 6, completion: dict[str, Any] | None = None) -> str:
     """An init script: fetch of /api/chat/stream answers ``lines`` in chunks cut at awkward places
-    (mid-line, inside a UTF-8 character, several lines at once), 10 ms apart; other requests go to the network."""
+    (mid-line, inside a UTF-8 character, several lines at once), 10 ms apart; with ``completion``,
+    /api/chat answers it; other requests go to the network."""
     data = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines)
     rng = random.Random(seed)
-    inside_degree_sign = data.index("°".encode()) + 1
-    cuts = sorted({*rng.sample(range(1, len(data)), len(lines) // 2), inside_degree_sign})
+    degree = data.find("°".encode())
+    inside_degree_sign = {degree + 1} if degree >= 0 else set()
+    cuts = sorted({*rng.sample(range(1, len(data)), len(lines) // 2), *inside_degree_sign})
     chunks = [list(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return f"""
       const realFetch = window.fetch;
       const chunks = {json.dumps(chunks)};
+      const completion = {json.dumps(completion)};
       window.fetch = (url, options) => {{
+        if (completion && String(url).endsWith('api/chat')) {{
+          const headers = {{ 'Content-Type': 'application/json' }};
+          return Promise.resolve(new Response(JSON.stringify(completion), {{ headers }}));
+        }}
         if (!String(url).endsWith('api/chat/stream')) return realFetch(url, options);
         let index = 0;
         const body = new ReadableStream({{
@@ -656,3 +679,169 @@ def test_a_stream_cut_at_awkward_places_renders_the_exact_answer_and_its_citatio
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     assert_accessible(page, "finished-phone")
     screenshot(page, "finished-phone")
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_an_answer_cut_by_the_content_filter_says_so(open_page: OpenPage, streaming: bool) -> None:
+    notice = {"code": "content_filtered", "message": "The rest of this answer was withheld by the content filter."}
+    lines: list[dict[str, Any]] = [
+        {"delta": {"role": "assistant"}, "context": {"stage": {"name": "question", "status": "done", "title": "Q"}}},
+        {"delta": {"content": "The first part of the answer"}},
+        {"delta": {}, "context": {"notice": notice}},
+        {"delta": {}, "finishReason": "content_filter", "context": {"dataPoints": [], "thoughts": [], "usage": {}}},
+    ]
+    completion = {
+        "message": {"role": "assistant", "content": "The first part of the answer"},
+        "finishReason": "content_filter",
+        "context": {"dataPoints": [], "stages": [], "notices": [notice]},
+        "sessionState": None,
+    }
+    page = open_page(init_script=scripted_fetch(lines, completion=completion))
+    if not streaming:
+        page.get_by_text("Settings").click()
+        page.get_by_label("Stream the answer").uncheck()
+        page.keyboard.press("Escape")
+    ask(page, "Anything?")
+    wait_until_settled(page)
+    turn = page.locator(LAST_TURN)
+    expect(turn.locator(".notice")).to_have_text(notice["message"])
+    expect(turn.locator(".followup")).to_have_count(0)
+    assert answer_text(page) == "The first part of the answer"
+    state = f"content-filtered-{'stream' if streaming else 'json'}"
+    assert_accessible(page, state)
+    screenshot(page, state)
+
+
+# --- Security: the policy is enforced, hostile text stays text, a 401 signs the reader in ---
+
+
+def test_the_content_security_policy_is_enforced(chromium: Browser, local_stack: LocalStack) -> None:
+    """Inline script, inline handlers, strings compiled as code and calls to other origins: all refused, each reported.
+
+    (eval itself is not tried: Playwright's evaluate runs outside the page's policy; a string given
+    to setTimeout is compiled by the page, under its policy.)
+    """
+    context = chromium.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        violations: list[str] = []
+        page.on("console", lambda message: violations.append(message.text) if "CSP violation" in message.text else None)
+        page.add_init_script(REPORT_CSP_VIOLATIONS)
+        response = page.goto(local_stack.url)
+        assert response is not None
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        expect(page.locator("#send")).to_be_enabled()  # the page's own module scripts run
+        assert violations == [], "the page itself needs nothing the policy forbids"
+
+        outcome = page.evaluate(
+            """async () => {
+              const script = document.createElement('script');
+              script.textContent = 'window.inlineRan = true';
+              document.body.append(script);
+              const image = document.createElement('div');
+              image.innerHTML = '<img src="data:," onerror="window.handlerRan = true">';
+              document.body.append(image);
+              setTimeout('window.timerRan = true', 0);  // a string to compile: eval by another name
+              let fetchRefused = false;
+              try { await fetch('https://www.example.com/'); } catch { fetchRefused = true; }
+              await new Promise((resolve) => setTimeout(resolve, 200));
+              const inline = window.inlineRan ?? false;
+              return { inline, handler: window.handlerRan ?? false, timer: window.timerRan ?? false, fetchRefused };
+            }"""
+        )
+        assert outcome == {"inline": False, "handler": False, "timer": False, "fetchRefused": True}
+        directives = " ".join(violations)
+        assert "script-src blocked eval" in directives, violations
+        for directive in ("script-src-elem", "script-src-attr", "connect-src"):
+            assert directive in directives, (directive, violations)
+    finally:
+        context.close()
+
+
+HOSTILE = '<script>window.pwned = "script"</script><img src=x onerror="window.pwned = \'img\'">'
+HOSTILE_POINTS = [
+    {
+        "id": "evil_md-0000",
+        "title": f"Evil {HOSTILE}",
+        "source": "evil.md",
+        "content": f"Document text {HOSTILE} <a href=\"javascript:window.pwned='a'\">click</a>",
+    },
+    {"id": "js-0000", "title": "Link", "source": "javascript:window.pwned='source'", "content": "javascript: text"},
+]
+HOSTILE_ANSWER = [
+    "Bake at 260 °C. Here ",
+    "<script>window.pwned = 'answer'</script>",
+    " and <img src=x onerror=\"window.pwned = 'answer-img'\"> ",
+    "[evil.md] ",
+    "[javascript:window.pwned='citation'] ",
+    "[click](javascript:window.pwned='markdown').",
+]
+
+
+def test_model_output_and_document_text_render_inert(open_page: OpenPage) -> None:
+    results = [{**point, "snippet": point["content"]} for point in HOSTILE_POINTS]
+    lines: list[dict[str, Any]] = [
+        {"delta": {"role": "assistant"}, "context": {"stage": {"name": "question", "status": "done", "title": "Q"}}},
+        {
+            "delta": {},
+            "context": {
+                "stage": {
+                    "name": "search",
+                    "status": "done",
+                    "title": "Found 2 results",
+                    "detail": {"results": results},
+                }
+            },
+        },
+        *({"delta": {"content": piece}} for piece in HOSTILE_ANSWER),
+        {"delta": {}, "context": {"followupQuestions": [HOSTILE]}},
+        {"delta": {}, "finishReason": "stop", "context": {"dataPoints": HOSTILE_POINTS, "thoughts": [], "usage": {}}},
+    ]
+    page = open_page(init_script=scripted_fetch(lines))
+    page.get_by_text("Settings").click()
+    page.get_by_label("Delay between words (ms)").fill("0")
+    page.keyboard.press("Escape")
+    ask(page, "Anything?")
+    wait_until_settled(page)
+    turn = page.locator(LAST_TURN)
+    turn.locator("details.steps summary").click()
+    for citation in turn.locator(".citation").all():
+        citation.click()
+    expect(turn.locator(".source-panel")).to_be_visible()
+    page.wait_for_timeout(300)  # time for any handler that could have been planted to fire
+
+    assert page.evaluate("window.pwned") is None
+    conversation = page.locator("#conversation")
+    assert conversation.locator("script, img, iframe, object, embed").count() == 0
+    assert conversation.locator("a").count() == 0, "no link at all, so no javascript: link"
+    assert "<script>window.pwned = 'answer'</script>" in answer_text(page), "shown as the text it is"
+    expect(turn.locator(".followup")).to_have_text([HOSTILE])
+    expect(turn.locator(".results")).to_contain_text("Evil <script>")
+
+
+def test_a_401_in_entra_mode_sends_the_reader_to_sign_in(
+    chromium: Browser, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """A host in entra mode without the platform's sign-in in front: the app itself answers 401."""
+    environment = child_environment(
+        LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
+        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
+        LOCAL_INDEX_PATH=str(local_stack.index_path),
+        CHAT_AUTH_MODE="entra",
+    )
+    host, url = host_server(tmp_path, environment)
+    with running([host]):
+        context = chromium.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            page.goto(url)
+            expect(page.locator("#send")).to_be_enabled()
+            with page.expect_navigation(url=re.compile(r"/\.auth/login/aad\?post_login_redirect_uri=/$")):
+                ask(page, "Which pizza?")
+        finally:
+            context.close()

@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chat.pipeline import ANSWER_PROMPT, QUERY_EXAMPLES, QUERY_MAX_TOKENS, QUERY_PROMPT
+from chat import prompts
+from chat.pipeline import QUERY_MAX_TOKENS
 from chat.providers.llm import Embedder
 from chat.providers.local_index import LocalIndexRetriever
 
@@ -49,23 +50,28 @@ class Backend:
         question = messages[-1]["content"]
         yield _line({"delta": {"role": "assistant"}, "context": {"stage": {"name": "question", "status": "done"}}})
         try:
-            rewrite = await self.client.chat.completions.create(
-                model=self.chat_model,
-                messages=[{"role": "system", "content": QUERY_PROMPT}, *QUERY_EXAMPLES, *messages],  # type: ignore[list-item]
-                temperature=0.0,
-                max_tokens=QUERY_MAX_TOKENS,
-            )
-            query = rewrite.choices[0].message.content or question
+            if len(messages) > 1:  # the app's rewrite policy (auto): a first question is searched as asked
+                rewrite = await self.client.chat.completions.create(
+                    model=self.chat_model,
+                    messages=[{"role": "system", "content": prompts.QUERY_PROMPT}, *prompts.QUERY_EXAMPLES, *messages],  # type: ignore[list-item]
+                    temperature=0.0,
+                    max_tokens=QUERY_MAX_TOKENS,
+                )
+                query = rewrite.choices[0].message.content or question
+            else:
+                query = question
             yield _line({"delta": {}, "context": {"stage": {"name": "query", "status": "done", "detail": query}}})
             results = await self.retriever.search(query, top=3, mode="hybrid", semantic_ranker=None)
-            sources = "\n".join(f"[{result.source}]: {result.content}" for result in results)
+            sources = prompts.sources_block(
+                [(result.source, result.content) for result in results], prompts.new_nonce()
+            )
             points = [{"id": r.id, "title": r.title, "source": r.source} for r in results]
             yield _line({"delta": {}, "context": {"stage": {"name": "search", "status": "done", "detail": points}}})
             stream = await self.client.chat.completions.create(
                 model=self.chat_model,
                 messages=[
-                    {"role": "system", "content": ANSWER_PROMPT},
-                    {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
+                    {"role": "system", "content": prompts.ANSWER_PROMPT},
+                    {"role": "user", "content": prompts.answer_question(sources, question)},
                 ],
                 temperature=0.3,
                 stream=True,

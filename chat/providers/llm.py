@@ -9,7 +9,7 @@ pydantic model construction, most of an SSE backend's CPU per token, is skipped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,13 +24,21 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat.errors import UpstreamError
 from chat.events import Usage
-from chat.settings import Settings
+from chat.providers.sse import MESSAGE, sse_events
+from chat.settings import ModelKind, Settings
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 # Local OpenAI-compatible servers ignore the key, but the SDK insists on one.
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"
 
 EmbeddingKind = Literal["query", "passage"]
+# Reasoning models spend hidden reasoning tokens out of max_completion_tokens before they write a
+# word, so their caps get this allowance on top; "low" effort keeps it (and the wait) small.
+REASONING_EFFORT = "low"
+REASONING_ALLOWANCE_TOKENS = 1024
+# Local servers tokenize with their own vocabularies (SmolLM2's counts run ~25% above cl100k's),
+# so only this share of a local model's context window is planned with.
+LOCAL_CONTEXT_SHARE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,9 @@ def upstream_errors(service: str, timeout_seconds: float) -> Iterator[None]:
     except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
         raise UpstreamError(f"The {service} refused this app's credentials.", code="upstream_auth") from error
     except openai.BadRequestError as error:
+        if error.code == "content_filter":
+            message = f"The {service}'s content filter blocked this question. Rephrase it and try again."
+            raise UpstreamError(message, code="content_filtered", status=400) from error
         reason = f" ({error.code})" if isinstance(error.code, str) else ""
         raise UpstreamError(f"The {service} refused the request{reason}.", code="upstream_rejected") from error
     except openai.APIStatusError as error:
@@ -78,12 +89,31 @@ def upstream_errors(service: str, timeout_seconds: float) -> Iterator[None]:
 
 
 class ChatModel:
-    """One deployment or model of an OpenAI-compatible chat API."""
+    """One deployment or model of an OpenAI-compatible chat API, of a known kind and context window."""
 
-    def __init__(self, client: AsyncOpenAI, model: str, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        timeout_seconds: float,
+        *,
+        kind: ModelKind = "chat",
+        context_tokens: int = 128_000,
+    ) -> None:
         self.client = client
         self.model = model
+        self.kind = kind
+        self.context_tokens = context_tokens
         self._timeout_seconds = timeout_seconds
+
+    def _sampling(self, temperature: float, max_tokens: int) -> dict[str, Any]:
+        """The cap and sampling arguments this kind of model accepts."""
+        if self.kind == "reasoning":
+            return {
+                "max_completion_tokens": max_tokens + REASONING_ALLOWANCE_TOKENS,
+                "reasoning_effort": REASONING_EFFORT,
+            }
+        return {"max_tokens": max_tokens, "temperature": temperature}
 
     async def complete(
         self, messages: list[ChatCompletionMessageParam], *, temperature: float, max_tokens: int
@@ -91,25 +121,34 @@ class ChatModel:
         """A whole (short) completion: query rewriting, follow-up questions."""
         with upstream_errors("model", self._timeout_seconds):
             response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens, stream=False
+                model=self.model, messages=messages, stream=False, **self._sampling(temperature, max_tokens)
             )
         text = (response.choices[0].message.content or "") if response.choices else ""
         usage = response.usage
         return Completion(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
 
     async def stream(
-        self, messages: list[ChatCompletionMessageParam], *, temperature: float, outcome: StreamOutcome
+        self,
+        messages: list[ChatCompletionMessageParam],
+        *,
+        temperature: float,
+        max_tokens: int,
+        outcome: StreamOutcome,
     ) -> AsyncGenerator[str, None]:
         """Yield the answer's text as the model produces it; closing the generator closes the upstream call."""
         with upstream_errors("model", self._timeout_seconds):
             async with self.client.chat.completions.with_streaming_response.create(
                 model=self.model,
                 messages=messages,
-                temperature=temperature,
                 stream=True,
                 stream_options={"include_usage": True},
+                **self._sampling(temperature, max_tokens),
             ) as response:
-                async for data in _sse_data(response.iter_bytes()):
+                async for event, data in sse_events(response.iter_bytes()):
+                    if event != MESSAGE:
+                        if event == b"error":
+                            raise UpstreamError("The model reported an error in the middle of its answer.")
+                        continue
                     if data == b"[DONE]":
                         break
                     text = _read_chunk(orjson.loads(data), outcome)
@@ -120,21 +159,10 @@ class ChatModel:
                         raise UpstreamError("The model's stream ended before the answer was complete.")
 
 
-async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of a server-sent event stream (one line each, as OpenAI-style APIs send)."""
-    pending = b""
-    async for chunk in chunks:
-        lines = (pending + chunk if pending else chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):
-        yield pending[5:].strip()
-
-
-def _read_chunk(chunk: dict[str, Any], outcome: StreamOutcome) -> str | None:
+def _read_chunk(chunk: Any, outcome: StreamOutcome) -> str | None:
     """The text of one chat.completion.chunk; records finish reason and usage when present."""
+    if type(chunk) is not dict:
+        raise UpstreamError("The model sent a chunk that is not a JSON object.", code="upstream_malformed")
     if "error" in chunk:
         raise UpstreamError("The model reported an error in the middle of its answer.")
     usage = chunk.get("usage")
@@ -186,6 +214,7 @@ class OpenAIClients:
 def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | None) -> OpenAIClients:
     """Clients for OPENAI_HOST. Azure authenticates with ``credential`` only: there is no key path."""
     limits = settings.limits
+    windows = settings.context_windows
 
     def make(cls: type[AsyncOpenAI], **options: Any) -> AsyncOpenAI:
         """A client on the aiohttp transport with the configured retries and timeout."""
@@ -206,11 +235,13 @@ def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | 
             azure_ad_token_provider=get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE),
         )
         chat_model, embedding_model = azure.azure_openai_chat_deployment, azure.azure_openai_embedding_deployment
+        kind, context_tokens = azure.azure_openai_chat_model_kind, windows.azure_openai_chat_context_tokens
         embedding_client = client
     elif host == "openai":
         com = settings.openai_com
         client = make(AsyncOpenAI, api_key=com.openai_api_key.get_secret_value())
         chat_model, embedding_model = com.openai_chat_model, com.openai_embedding_model
+        kind, context_tokens = com.openai_chat_model_kind, windows.openai_chat_context_tokens
         embedding_client = client
     else:
         local = settings.local_openai
@@ -218,8 +249,10 @@ def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | 
         client = make(AsyncOpenAI, base_url=local.local_openai_endpoint, api_key=key)
         embedding_client = make(AsyncOpenAI, base_url=local.local_embedding_endpoint, api_key=key)
         chat_model, embedding_model = local.local_openai_chat_model, local.local_embedding_model
+        kind = local.local_openai_chat_model_kind
+        context_tokens = int(windows.local_openai_context_tokens * LOCAL_CONTEXT_SHARE)
     return OpenAIClients(
-        chat=ChatModel(client, chat_model, limits.openai_timeout_seconds),
+        chat=ChatModel(client, chat_model, limits.openai_timeout_seconds, kind=kind, context_tokens=context_tokens),
         embedder=Embedder(
             embedding_client,
             embedding_model,

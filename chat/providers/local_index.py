@@ -10,20 +10,24 @@ never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from chat.errors import UpstreamError
+from chat.errors import ChatError, UpstreamError
 from chat.events import RetrievalMode, SearchResult
 from chat.providers.llm import Embedder
 from chat.providers.retriever import IndexedChunk
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 RRF_K = 60
@@ -172,9 +176,10 @@ class LocalIndexRetriever:
         try:
             stamp = _stamp(self._path)
         except FileNotFoundError:
+            # The path goes to the server's log only: error bodies never show the server's files.
+            logger.warning("no local index at %s", self._path)
             raise UpstreamError(
-                f"There is no local index at {self._path}. Run: python -m chat.ingest data/docs",
-                code="index_missing",
+                "There is no local index yet. Run: python -m chat.ingest data/docs", code="index_missing"
             ) from None
         if self._snapshot is None or self._snapshot.stamp != stamp:
             async with self._loading:
@@ -185,14 +190,20 @@ class LocalIndexRetriever:
     def _check_embeddings(self, snapshot: _Snapshot) -> None:
         built_with = snapshot.meta.get("embedding_model")
         if built_with != self._embedder.model:
+            logger.warning("the local index has embeddings of %r, the app uses %r", built_with, self._embedder.model)
             raise UpstreamError(
-                f"The local index was built with embedding model {built_with!r}, but {self._embedder.model!r} "
-                "is configured. Run ingest again.",
+                "The local index was built with another embedding model than the configured one. Run ingest again.",
                 code="index_mismatch",
             )
 
     async def search(
-        self, query: str, *, top: int, mode: RetrievalMode, semantic_ranker: bool | None
+        self,
+        query: str,
+        *,
+        top: int,
+        mode: RetrievalMode,
+        semantic_ranker: bool | None,
+        notes: list[str] | None = None,
     ) -> list[SearchResult]:
         """``semantic_ranker`` is an Azure AI Search feature; the local index has none and ignores it."""
         snapshot = await self._current()
@@ -226,21 +237,25 @@ class LocalIndexWriter:
         self._temporary.unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self._temporary)
-        if self._compatible_existing(embedding_model):
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as existing:
-                existing.backup(self._db)
-        else:
-            self._db.executescript(SCHEMA)
-        self._db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("schema_version", SCHEMA_VERSION), ("embedding_model", embedding_model)],
-        )
+        try:
+            if self._compatible_existing(embedding_model):
+                with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as existing:
+                    existing.backup(self._db)
+            else:
+                self._db.executescript(SCHEMA)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("schema_version", SCHEMA_VERSION), ("embedding_model", embedding_model)],
+            )
+        except BaseException:
+            self._discard()
+            raise
 
     def _compatible_existing(self, embedding_model: str) -> bool:
         if not self._path.exists():
             return False
         try:
-            with sqlite3.connect(f"file:{self._path}?mode=ro", uri=True) as existing:
+            with closing(sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)) as existing:
                 meta = read_meta(existing)
         except sqlite3.Error:
             return False  # not an index of ours, or damaged: rebuild
@@ -257,7 +272,8 @@ class LocalIndexWriter:
         dimensions = len(chunks[0].embedding)
         stored = read_meta(self._db).get("dimensions")
         if stored is not None and int(stored) != dimensions and self._db.execute("SELECT 1 FROM chunks").fetchone():
-            raise ValueError(f"embeddings have {dimensions} dimensions but the index holds {stored}")
+            message = f"The embeddings have {dimensions} dimensions but the index holds {stored}: delete it to rebuild."
+            raise ChatError(message, code="index_mismatch")
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dimensions', ?)", (str(dimensions),))
         self._db.executemany("DELETE FROM chunks WHERE id = ?", [(chunk.id,) for chunk in chunks])
         self._db.executemany(
@@ -279,6 +295,9 @@ class LocalIndexWriter:
 
     async def aclose(self) -> None:
         """Drop the copy unless it was committed."""
+        self._discard()
+
+    def _discard(self) -> None:
         self._db.close()
         self._temporary.unlink(missing_ok=True)
 

@@ -11,9 +11,19 @@ from chat.events import RetrievalMode, SearchResult
 
 class Retriever(Protocol):
     async def search(
-        self, query: str, *, top: int, mode: RetrievalMode, semantic_ranker: bool | None
+        self,
+        query: str,
+        *,
+        top: int,
+        mode: RetrievalMode,
+        semantic_ranker: bool | None,
+        notes: list[str] | None = None,
     ) -> list[SearchResult]:
-        """The ``top`` best chunks for ``query``: BM25 text, vector or both fused (hybrid)."""
+        """The ``top`` best chunks for ``query``: BM25 text, vector or both fused (hybrid).
+
+        When the search had to do without something asked for (the semantic ranker), a short
+        note for the person reading the answer is appended to ``notes``.
+        """
         ...
 
     async def check(self) -> str:

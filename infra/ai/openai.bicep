@@ -17,7 +17,7 @@ param chatDeployment object
 param embeddingDeployment object
 
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
-  // checkov:skip=CKV_AZURE_134: no virtual network yet (docs/deploy.md); the function app and the ingest hook on the deploying laptop call the public endpoint, with Entra ID only (local auth disabled).
+  // checkov:skip=CKV_AZURE_134: no virtual network yet (README, Deploy: virtual network); the function app and the ingest hook on the deploying laptop call the public endpoint, with Entra ID only (local auth disabled).
   name: name
   location: location
   tags: tags

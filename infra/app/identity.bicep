@@ -1,6 +1,7 @@
-// User-assigned managed identity of the function app. One identity serves the host storage,
-// the deployment package, Application Insights and the code's calls to OpenAI and Search
-// (the code receives its client id as AZURE_CLIENT_ID).
+// A user-assigned managed identity. main.bicep makes two: the function app's, which serves the
+// host storage, the deployment package, Application Insights and the code's calls to OpenAI and
+// Search (the code receives its client id as AZURE_CLIENT_ID); and, in entra mode only, the one
+// the platform's sign-in presents instead of a client secret.
 
 @description('Name of the identity.')
 param name string

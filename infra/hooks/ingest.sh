@@ -4,6 +4,10 @@
 # azd runs this after `azd provision` / `azd up` with the environment's values (the outputs of
 # infra/main.bicep) exported. Run it again with `azd hooks run postprovision`; re-running is
 # safe because the ingest CLI uses stable chunk ids.
+#
+# A failed ingest exits non-zero with a message saying how to rerun it. azure.yaml marks this
+# hook continueOnError, so azd still deploys the app: a search index filled a few minutes later
+# is better than no app, and the failure stays a failure for anyone running this script directly.
 set -eu
 # pipefail is not POSIX; use it where the shell has it.
 # shellcheck disable=SC3040
@@ -29,16 +33,28 @@ fi
 # AZURE_CLIENT_ID would make the code use ManagedIdentityCredential, which only works inside
 # Azure. Without it DefaultAzureCredential signs in as the deploying user (azd auth login).
 unset AZURE_CLIENT_ID
+# Only the azd sign-in: the one that received the roles in main.bicep. Otherwise
+# DefaultAzureCredential may pick another account signed in to VS Code or the Azure CLI.
+AZURE_TOKEN_CREDENTIALS=AzureDeveloperCliCredential
+export AZURE_TOKEN_CREDENTIALS
 # Keep telemetry of this local run local.
 unset APPLICATIONINSIGHTS_CONNECTION_STRING
 
-if [ ! -x .venv/bin/python ]; then
-    echo "Creating the virtual environment .venv..."
-    if command -v python3 >/dev/null 2>&1; then python3 -m venv .venv; else python -m venv .venv; fi
+ingest() {
+    if [ ! -x .venv/bin/python ]; then
+        echo "Creating the virtual environment .venv..."
+        if command -v python3 >/dev/null 2>&1; then python3 -m venv .venv || return 1; else python -m venv .venv || return 1; fi
+    fi
+    echo "Installing the ingest requirements..."
+    .venv/bin/python -m pip install --disable-pip-version-check --quiet -r requirements-ingest.txt || return 1
+    echo "Indexing data/docs into ${AZURE_SEARCH_INDEX} at ${AZURE_SEARCH_ENDPOINT}..."
+    .venv/bin/python -m chat.ingest data/docs --target azure || return 1
+}
+
+if ! ingest; then
+    echo "" >&2
+    echo "The sample documents were not indexed (see the error above). The app is deployed anyway;" >&2
+    echo "it answers without sources until the index is filled. Fix the cause, then run:" >&2
+    echo "    azd hooks run postprovision" >&2
+    exit 1
 fi
-
-echo "Installing the ingest requirements..."
-.venv/bin/python -m pip install --disable-pip-version-check --quiet -r requirements-ingest.txt
-
-echo "Indexing data/docs into ${AZURE_SEARCH_INDEX} at ${AZURE_SEARCH_ENDPOINT}..."
-.venv/bin/python -m chat.ingest data/docs --target azure

@@ -14,7 +14,7 @@ param tags object = {}
 param deploymentContainerName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2025-01-01' = {
-  // checkov:skip=CKV_AZURE_35: no virtual network yet (docs/deploy.md); the Flex Consumption host and azd reach this account over its public endpoint, with Entra ID only (shared keys off).
+  // checkov:skip=CKV_AZURE_35: no virtual network yet (README, Deploy: virtual network); the Flex Consumption host and azd reach this account over its public endpoint, with Entra ID only (shared keys off).
   // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; anonymous blob access and shared keys are both disabled, so the public endpoint accepts Entra ID tokens only.
   // checkov:skip=CKV_AZURE_206: holds only regenerable data (the deployment package, host locks and diagnostics); locally redundant storage is enough and cheapest.
   name: name

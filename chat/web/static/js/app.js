@@ -7,6 +7,9 @@ import { AssistantTurn, stageText, userTurn } from "./turns.js";
 // The API's base URL. On another site, point this meta tag at your function app
 // (e.g. https://<app>.azurewebsites.net/api/chat) and allow that site's origin with CORS.
 const ENDPOINT = document.querySelector('meta[name="chat-endpoint"]')?.content || "api/chat";
+// Set by the server when the platform signs users in (CHAT_AUTH_MODE=entra): a 401 from the API
+// means no session, or one that ended, so the page sends the reader to sign in and back here.
+const SIGN_IN = document.querySelector('meta[name="chat-sign-in"]')?.content || "";
 // The server reads the last few turns only; this keeps long conversations under its limits.
 const MAX_MESSAGES = 20;
 const REVEAL_DELAY_MS = 33;
@@ -103,13 +106,16 @@ async function run(turn, request) {
     await reveal.drained();
     update(() => turn.finish({ ...result, seconds: (performance.now() - started) / 1000 }));
     messages.push({ role: "assistant", content: turn.text });
-    announce(`Answer: ${turn.text}`);
+    announce([`Answer: ${turn.text}`, ...result.notices.map((notice) => notice.message)].join(" "));
   } catch (error) {
     reveal.flush();
     if (controller.signal.aborted) {
       update(() => turn.stopped());
       if (turn.text.trim()) messages.push({ role: "assistant", content: turn.text });
       announce("Stopped.");
+    } else if (error instanceof ChatError && error.status === 401 && SIGN_IN) {
+      update(() => turn.fail("Your session has ended. Taking you to sign in…"));
+      window.location.assign(SIGN_IN);
     } else {
       const message = error instanceof ChatError ? error.message : `Something went wrong in the page: ${error.message}`;
       if (!(error instanceof ChatError)) console.error(error);
@@ -125,6 +131,7 @@ async function run(turn, request) {
 async function readStream(body, signal, turn, reveal) {
   let final = null;
   let followupQuestions = [];
+  const notices = [];
   for await (const line of streamChat(ENDPOINT, body, { signal })) {
     if (line.error) throw new ChatError(line.error.message, { code: line.error.code });
     const context = line.context ?? {};
@@ -136,10 +143,11 @@ async function readStream(body, signal, turn, reveal) {
     }
     if (line.delta?.content) reveal.push(line.delta.content);
     if (context.followupQuestions) followupQuestions = context.followupQuestions;
+    if (context.notice) notices.push(context.notice);
     if (line.finishReason) final = line;
   }
   if (!final) throw new ChatError("The connection closed before the answer was complete.", { code: "incomplete" });
-  return { dataPoints: final.context?.dataPoints ?? [], followupQuestions };
+  return { dataPoints: final.context?.dataPoints ?? [], followupQuestions, notices };
 }
 
 /** POST /api/chat: the same answer in one piece, for when streaming is switched off. */
@@ -151,7 +159,11 @@ async function readCompletion(body, signal, turn) {
     for (const stage of context.stages ?? []) turn.stage(stage);
     turn.appendText(completion.message?.content ?? "");
   });
-  return { dataPoints: context.dataPoints ?? [], followupQuestions: context.followupQuestions ?? [] };
+  return {
+    dataPoints: context.dataPoints ?? [],
+    followupQuestions: context.followupQuestions ?? [],
+    notices: context.notices ?? [],
+  };
 }
 
 function stop() {

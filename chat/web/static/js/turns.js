@@ -199,8 +199,8 @@ export class AssistantTurn {
     }
   }
 
-  /** The answer is complete: collapse the steps, offer follow-up questions. */
-  finish({ dataPoints, followupQuestions, seconds }) {
+  /** The answer is complete: collapse the steps, say why it ended early if it did, offer follow-up questions. */
+  finish({ dataPoints, followupQuestions, notices, seconds }) {
     this.addDocuments(dataPoints);
     this.endText();
     this.settleSteps("done");
@@ -208,6 +208,9 @@ export class AssistantTurn {
     const count = this.stepList.children.length;
     this.summary.textContent = `Thought process: ${count} step${count === 1 ? "" : "s"}, ${seconds.toFixed(1)} s`;
     this.steps.open = false;
+    for (const notice of notices ?? []) {
+      this.after.append(h("p", { class: "note notice", "data-code": notice.code }, notice.message));
+    }
     if (followupQuestions?.length) this.after.append(followupSection(followupQuestions, this.onAsk));
     this.setBusy(false);
   }
