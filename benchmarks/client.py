@@ -23,6 +23,9 @@ import orjson
 from benchmarks.stack import ProcessProbe
 
 CONTENT_MARK = b'"delta":{"content"'
+# Every question the harness sends is a first question, which the app searches as asked (its default
+# query-rewrite policy, CHAT_QUERY_REWRITE=auto): the direct sequence makes the same calls, no rewrite.
+REWRITES_FIRST_QUESTION = False
 JSON_HEADERS = {"Content-Type": "application/json"}
 QUESTION = "Can you suggest a pizza with mushroom and pineapple?"
 # Roughly the size of what the app sends upstream: its prompts plus three ~200-token sources.
@@ -31,7 +34,11 @@ _SOURCES = " ".join(["[mushroom-pineapple-pizza.md]: Brown the mushrooms in a ho
 
 @dataclass(frozen=True)
 class Shape:
-    """What the simulated upstream does for one request, sent as a directive in the question."""
+    """What the simulated upstream does for one request, sent as a directive in the question.
+
+    ``ttft`` is the model's latency for every chat call: the streamed answer's first chunk and
+    the non-streamed query rewrite alike (a real model takes its time for both).
+    """
 
     ttft: float
     tps: float
@@ -40,7 +47,8 @@ class Shape:
 
     @property
     def directive(self) -> str:
-        return f"[[upstream ttft={self.ttft:g} tps={self.tps:g} tokens={self.tokens} chunk={self.chunk}]]"
+        timing = f"ttft={self.ttft:g} delay={self.ttft:g} tps={self.tps:g}"
+        return f"[[upstream {timing} tokens={self.tokens} chunk={self.chunk}]]"
 
     @property
     def interval(self) -> float:
@@ -51,10 +59,10 @@ class Shape:
     def content_lines(self) -> int:
         return -(-self.tokens // self.chunk)
 
-    @property
-    def duration(self) -> float:
-        """How long one answer takes at the upstream: first token, then the other chunks."""
-        return self.ttft + (self.content_lines - 1) * self.interval
+    def duration(self, embed_delay: float) -> float:
+        """How long one request takes at the upstream: (query rewrite,) embedding, first token, the other chunks."""
+        calls = 2 if REWRITES_FIRST_QUESTION else 1
+        return calls * self.ttft + embed_delay + (self.content_lines - 1) * self.interval
 
 
 @dataclass(slots=True)
@@ -163,12 +171,18 @@ class LoadClient:
         assert self._session is not None, "use LoadClient in 'async with'"
         return self._session
 
-    async def stream(self, timing: Timing, url: str, body: bytes, expected: int, *, sse: bool = False) -> None:
-        """POST ``body`` and timestamp every line of the streamed answer (NDJSON, or SSE with ``sse``)."""
+    async def stream(
+        self, timing: Timing, url: str, body: bytes, expected: int, *, sse: bool = False, client: str = ""
+    ) -> None:
+        """POST ``body`` and timestamp every line of the streamed answer (NDJSON, or SSE with ``sse``).
+
+        ``client`` is sent as X-Forwarded-For: who the app's per-client limits see.
+        """
         self.open += 1
         timing.started = perf_counter()
+        headers = {**JSON_HEADERS, "X-Forwarded-For": client} if client else JSON_HEADERS
         try:
-            async with self.session.post(url, data=body, headers=JSON_HEADERS) as response:
+            async with self.session.post(url, data=body, headers=headers) as response:
                 timing.status = response.status
                 if response.status != 200:
                     await response.read()
@@ -182,12 +196,16 @@ class LoadClient:
         finally:
             self.open -= 1
 
-    async def whole(self, timing: Timing, url: str, body: bytes, ok_mark: bytes) -> None:
-        """POST ``body`` and read the whole (non-streamed) answer; it succeeded if it holds ``ok_mark``."""
+    async def whole(self, timing: Timing, url: str, body: bytes, ok_mark: bytes, *, client: str = "") -> None:
+        """POST ``body`` and read the whole (non-streamed) answer; it succeeded if it holds ``ok_mark``.
+
+        ``client`` is sent as X-Forwarded-For, as with ``stream``.
+        """
         self.open += 1
         timing.started = perf_counter()
+        headers = {**JSON_HEADERS, "X-Forwarded-For": client} if client else JSON_HEADERS
         try:
-            async with self.session.post(url, data=body, headers=JSON_HEADERS) as response:
+            async with self.session.post(url, data=body, headers=headers) as response:
                 timing.status = response.status
                 data = await response.read()
             timing.ended = timing.first_line = perf_counter()
@@ -199,14 +217,15 @@ class LoadClient:
             self.open -= 1
 
     async def direct_sequence(self, timing: Timing, upstream_url: str, bodies: Bodies, expected: int) -> None:
-        """The app's upstream calls made directly, in order: query rewrite, embedding, streamed answer.
+        """The app's upstream calls made directly, in order: (query rewrite,) embedding, streamed answer.
 
         Times are taken from the start of the sequence, so its first content is what the app's
         first token would be if the app itself cost nothing.
         """
         started = perf_counter()
-        prelude = Timing()
-        await self.whole(prelude, f"{upstream_url}/v1/chat/completions", bodies.rewrite, b'"choices"')
+        prelude = Timing(error=None)
+        if REWRITES_FIRST_QUESTION:
+            await self.whole(prelude, f"{upstream_url}/v1/chat/completions", bodies.rewrite, b'"choices"')
         if prelude.error is None:
             await self.whole(prelude, f"{upstream_url}/v1/embeddings", bodies.embeddings, b'"embedding"')
         if prelude.error is None:
@@ -237,7 +256,8 @@ async def _read_lines(response: aiohttp.ClientResponse, timing: Timing) -> bytes
     return pending or last
 
 
-Request = Callable[[Timing], Awaitable[None]]
+# One request of a simulated user: its timing record and the user's number (0..workers-1).
+Request = Callable[[Timing, int], Awaitable[None]]
 
 
 @dataclass
@@ -266,8 +286,9 @@ async def closed_loop(
     deadline: float,
     probe: ProcessProbe | None = None,
 ) -> tuple[list[Timing], Peak]:
-    """``workers`` concurrent users, started evenly over ``ramp`` seconds, each making ``rounds`` requests
-    one after the other; stopped after ``deadline`` seconds (unfinished requests count as errors)."""
+    """``workers`` concurrent users, started evenly over ``ramp`` seconds (0: all at once), each making
+    ``rounds`` requests one after the other; stopped after ``deadline`` seconds (unfinished requests
+    count as errors)."""
     timings: list[Timing] = []
     peak = Peak()
 
@@ -276,7 +297,7 @@ async def closed_loop(
         for _ in range(rounds):
             timing = Timing()
             timings.append(timing)
-            await request(timing)
+            await request(timing, number)
 
     sampler = asyncio.create_task(_sample(probe, client, peak, 0.05))
     try:

@@ -10,13 +10,26 @@ every stack (interpreter, event loop, server, threads) are left out of the total
 
 from __future__ import annotations
 
+import pstats
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
+
+from chat.settings import PROJECT_ROOT
+
+# What a frame's file name is shortened by: the virtualenv's or the interpreter's library, or this project.
+_PREFIX = re.compile(rf"^.*(site-packages|python3\.\d+|{re.escape(str(PROJECT_ROOT))})/")
+
+
+def short_path(filename: str) -> str:
+    """A frame's file name without the library or project directory it is in."""
+    return _PREFIX.sub("", filename)
+
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
 IDLE_LEAVES = frozenset(
@@ -97,3 +110,59 @@ def print_top(samples: int, busy: int, self_top: list[tuple[str, int]], total_to
         print(f"\ntop frames by {title}:")
         for frame, weight in rows:
             print(f"  {100 * weight / max(busy, 1):5.1f}%  {frame}")
+
+
+# Libraries a request's CPU is grouped by, matched in a frame's file path (first match wins).
+LIBRARIES = (
+    ("openai", "/openai/"),
+    ("pydantic", "/pydantic"),
+    ("httpx", "/httpx"),
+    ("aiohttp", "/aiohttp/"),
+    ("starlette", "/starlette/"),
+    ("uvicorn", "/uvicorn/"),
+    ("azure functions", "/azure"),
+    ("opentelemetry", "/opentelemetry/"),
+    ("chat (this app)", "/chat/"),
+    ("asyncio", "/asyncio/"),
+    ("typing (the SDK transform's type checks)", "/typing.py"),
+    ("json", "json"),
+)
+
+
+IDLE_FUNCTIONS = frozenset({"<method 'poll' of 'select.epoll' objects>"})
+
+
+def _library(filename: str) -> str:
+    return next((name for name, mark in LIBRARIES if mark in filename), "other")
+
+
+def pstats_summary(path: Path, requests: int, count: int = 12) -> dict[str, Any]:
+    """Self CPU per request by library, and the functions with most total (cumulative) time, from cProfile.
+
+    cProfile counts a coroutine's time per resumption and inflates small calls, so these are
+    shares of a profiled run, not the unprofiled figures.
+    """
+    stats = pstats.Stats(str(path))
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    # The event loop's wait for I/O is idle time, not cost: left out of every share.
+    idle = sum(entry[2] for (_, _, function), entry in table.items() if function in IDLE_FUNCTIONS)
+    total = (sum(entry[2] for entry in table.values()) - idle) or 1.0
+    by_library: defaultdict[str, float] = defaultdict(float)
+    cumulative: list[tuple[float, str]] = []
+    for (filename, line, function), (_, _, self_time, cumulative_time, _) in table.items():
+        if function in IDLE_FUNCTIONS:
+            continue
+        by_library[_library(filename)] += self_time
+        if cumulative_time < total:  # frames whose total holds the idle wait are scaffolding (the loop)
+            short = short_path(filename)
+            cumulative.append((cumulative_time, f"{function} ({short}:{line})"))
+    skip = ("<method 'run' of '_contextvars.Context' objects>", "_run_coro (", "timed (", "wrap (", "_run_once (")
+    top = [(frame, seconds) for seconds, frame in sorted(cumulative, reverse=True) if not frame.startswith(skip)]
+    per_request = max(requests, 1)
+    return {
+        "profiled_ms_per_request": total / per_request * 1000,
+        "self_share_by_library": {
+            name: seconds / total for name, seconds in sorted(by_library.items(), key=lambda item: -item[1])
+        },
+        "top_cumulative": [{"frame": frame, "share": seconds / total} for frame, seconds in top][:count],
+    }

@@ -1,34 +1,49 @@
-"""What a run prints and writes: machine facts, one table per scenario, the JSON file and the plot."""
+"""Tables and the plot from a results file: what a run prints, and what the README and docs show.
+
+    python -m benchmarks.report                    # the newest full run in benchmarks/results/
+    python -m benchmarks.report FILE.json          # that run's tables, as markdown
+    python -m benchmarks.report FILE.json --write  # ...written into README.md and docs/performance.md
+                                                   # (between <!-- results:NAME --> markers) and the plot
+
+Every figure is the median over the run's repeats with [lowest..highest] beside it. An "added"
+figure is, repeat by repeat, a backend's measurement minus the direct measurement of the same
+upstream in the same repeat; the median of those differences is shown.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import math
 import os
 import platform
+import re
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from benchmarks.stats import Spread
 from chat.settings import PROJECT_ROOT
 
-PACKAGES = (
-    "openai",
-    "uvicorn",
-    "httptools",
-    "uvloop",
-    "aiohttp",
-    "httpx",
-    "orjson",
-    "starlette",
-    "pydantic",
-    "azurefunctions-extensions-http-fastapi",
-)
-GAP_BUDGET_MS = 50.0
-TARGET_CPU_US_PER_TOKEN = 150.0
+PACKAGES = ("openai", "uvicorn", "httptools", "aiohttp", "httpx", "orjson", "starlette", "pydantic")
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+DOCUMENTS = (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "performance.md")
+PLOT = PROJECT_ROOT / "docs" / "performance.png"
+# Issue 13's targets.
+TARGET_REQUEST_CPU_MS = 3.0
+TARGET_TOKEN_CPU_US = 100.0
+TARGET_BURST_ADDED_MS = (150.0, 400.0)
 TARGET_RSS_PER_STREAM_KIB = 64.0
+FLOOD_TOLERANCE = 1.10
+BACKENDS = (("app", "this app"), ("baseline", "SDK baseline"))
+Run = dict[str, Any]
+
+
+# --- machine facts --------------------------------------------------------------------------------
 
 
 def _cpu_model() -> str:
@@ -54,16 +69,18 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
 def machine_facts() -> dict[str, Any]:
-    with open("/proc/loadavg", encoding="utf-8") as loadavg:
-        load = loadavg.read().split()[:3]
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": {package: _version(package) for package in PACKAGES},
-        "load_average_at_start": [float(value) for value in load],
+        "load_average_at_start": list(load_average()),
         "git_commit": _git("rev-parse", "--short", "HEAD") or f"not a git checkout: {PROJECT_ROOT}",
         # The app's code as measured: uncommitted changes in it are listed, since figures depend on them.
         "uncommitted_app_changes": _git("status", "--short", "--", "chat", "function_app.py").splitlines(),
@@ -71,199 +88,558 @@ def machine_facts() -> dict[str, Any]:
 
 
 def print_machine(facts: dict[str, Any], pinning_note: str, command: str) -> None:
-    packages = ", ".join(f"{name} {version}" for name, version in facts["packages"].items())
     print(f"command : {command}")
-    print(f"machine : {facts['cpu_model']}, {facts['cores']} cores, Linux {facts['kernel']}, Python {facts['python']}")
-    print(f"packages: {packages}")
-    print(f"load avg: {' '.join(map(str, facts['load_average_at_start']))} (at start; the machine is shared)")
+    print(f"machine : {_machine_line(facts)}")
+    print(f"load avg: {' '.join(f'{value:.2f}' for value in facts['load_average_at_start'])} (at start; shared)")
     print(f"code    : {facts['git_commit']}, uncommitted app changes: {len(facts['uncommitted_app_changes'])} files")
     print(f"pinning : {pinning_note}")
 
 
-def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], note: str = "") -> None:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    if note:
-        print(note)
-    print("  ".join(str(cell).rjust(width) for cell, width in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True)))
+def _machine_line(facts: dict[str, Any]) -> str:
+    packages = ", ".join(f"{name} {version}" for name, version in facts["packages"].items())
+    head = f"{facts['cpu_model']}, {facts['cores']} cores, Linux {facts['kernel']}, Python {facts['python']}"
+    return f"{head}; {packages}"
 
 
-def _cell(summary: dict[str, Spread], key: str, digits: int = 1) -> str:
-    return summary[key].show(digits) if key in summary else "-"
+# --- reducing runs --------------------------------------------------------------------------------
 
 
-def print_lone(summary: dict[str, Spread], requests: int, repeats: int) -> None:
-    rows = []
-    labels = (
-        ("app: first NDJSON line", "app_first_line"),
-        ("app: first content line", "app_first_content"),
-        ("upstream direct: rewrite + embedding waits", "direct_waits"),
-        ("upstream direct: stream call to first chunk", "direct_stream_first_content"),
-        ("upstream direct: whole sequence to first content", "direct_first_content"),
-        ("added by the app to the first content line", "added_first_content"),
+def spread(runs: Sequence[Run], key: str) -> Spread:
+    return Spread.of(float(run[key]) for run in runs if key in run)
+
+
+def added(runs: Sequence[Run], direct: Sequence[Run], key: str) -> Spread:
+    """Repeat by repeat, a backend's figure minus the direct one of the same repeat."""
+    return Spread.of(float(a[key]) - float(d[key]) for a, d in zip(runs, direct, strict=False))
+
+
+def _setup_streams(results: dict[str, Any]) -> int:
+    """The load of scenario "setup": 100 streams, or the largest sweep point below that."""
+    return min(100, max(_sweep(results, "app")))
+
+
+def ratio(runs: Sequence[Run], alone: Sequence[Run], key: str) -> Spread:
+    return Spread.of(float(a[key]) / float(b[key]) for a, b in zip(runs, alone, strict=False) if b[key])
+
+
+def per_token_marginal(sweep: Sequence[Run], setup: Sequence[Run], tokens: int) -> Spread:
+    """CPU µs per extra token: (all-in ms per request - ms per request of 1-token answers at the same load)
+    / (tokens - 1), by repeat."""
+    pairs = zip(sweep, setup, strict=False)
+    return Spread.of(
+        (s["app_cpu_ms_per_request"] - one["app_cpu_ms_per_request"]) * 1000 / max(tokens - 1, 1) for s, one in pairs
     )
-    for label, key in labels:
-        rows.append([label, *(_cell(summary, f"{key}_p{q}_ms") for q in (50, 95, 99))])
-    note = f"{requests} sequential requests per repeat, {repeats} repeats; ms, median [min..max] over repeats"
-    table("1. Lone request: time to first line and first token", ["", "p50", "p95", "p99"], rows, note)
-    tokens = summary["lone_tokens_per_request"].median
-    print(f"app CPU per lone request ({tokens:.0f} tokens): {_cell(summary, 'app_cpu_ms_per_request', 2)} ms")
 
 
-def print_sweep(app: dict[int, dict[str, Spread]], direct: dict[int, dict[str, Spread]], tps: float) -> None:
-    note = "median [min..max] over repeats; gaps and times in ms; added gap = client gap - upstream interval"
-    latency = [
-        [
-            str(n),
-            _cell(s, "errors", 0),
-            _cell(s, "added_gap_p99_ms"),
-            _cell(s, "first_line_p50_ms"),
-            _cell(s, "first_line_p99_ms"),
-            _cell(s, "first_content_p50_ms", 0),
-            _cell(s, "first_content_p99_ms", 0),
-        ]
-        for n, s in app.items()
-    ]
-    header = ["streams", "errors", "added p99 gap", "1st line p50", "1st line p99", "1st token p50", "1st token p99"]
-    table(f"2a. Concurrency sweep through the app ({tps:g} tokens/s per stream)", header, latency, note)
-    resources = [
-        [
-            str(n),
-            f"{n * tps:,.0f}",
-            _cell(s, "app_cpu_us_per_token", 0),
-            _cell(s, "app_cpu_ms_per_request"),
-            _cell(s, "app_core_busy", 2),
-            _cell(s, "rss_peak_mib"),
-            _cell(s, "rss_per_stream_kib"),
-            _cell(s, "harness_core_busy", 2),
-            _cell(s, "other_load_core0", 2),
-        ]
-        for n, s in app.items()
-    ]
-    header = ["streams", "tokens/s", "app CPU us/token", "ms/request", "app core busy", "RSS peak MiB", "KiB/stream"]
-    header.append("core-1 busy")
-    note = "core-1 busy: upstream + load client; other load: CPU/s of other processes on core 0 (noise)"
-    table("2b. Concurrency sweep: app CPU and memory", [*header, "other load"], resources, note)
-    baseline = [
-        [
-            str(n),
-            _cell(s, "errors", 0),
-            _cell(s, "added_gap_p99_ms"),
-            _cell(s, "first_content_p50_ms", 0),
-            _cell(s, "first_content_p99_ms", 0),
-            _cell(s, "client_cpu_us_per_token", 0),
-            _cell(s, "upstream_cpu_us_per_token", 0),
-            _cell(s, "harness_core_busy", 2),
-            _cell(s, "other_load_core1", 2),
-        ]
-        for n, s in direct.items()
-    ]
+def _load_range(runs: Sequence[Run]) -> str:
+    loads = [run[key] for run in runs for key in ("load_1m_start", "load_1m_end") if key in run]
+    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "-"
+
+
+def _all_runs(results: dict[str, Any]) -> list[Run]:
+    runs = results["runs"]
+    every: list[Run] = [run for group in runs["lone"].values() for run in group]
+    every += [run for kind in runs["sweep"].values() for group in kind.values() for run in group]
+    every += [run for group in runs["burst"].values() for run in group]
+    every += [run for group in runs["flood"].values() for run in group]
+    return every + list(runs["nonstream"])
+
+
+# --- markdown -------------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _show(value: Spread, digits: int = 1) -> str:
+    return value.show(digits)
+
+
+def _sweep(results: dict[str, Any], kind: str) -> dict[int, list[Run]]:
+    return {int(n): runs for n, runs in results["runs"]["sweep"].get(kind, {}).items()}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The README's table: the issue's targets against this app and the SDK baseline, measured side by side."""
+    runs = results["runs"]
+    tokens = results["config"]["sweep"]["tokens"]
+    lone, burst = runs["lone"], runs["burst"]
+    rows: list[list[str]] = []
+
+    def row(label: str, target: str, figure: Callable[[str], Spread], digits: int = 1, check: float | None = None):
+        cells = [label, target]
+        for kind, _ in BACKENDS:
+            try:
+                value = figure(kind)
+            except (KeyError, ZeroDivisionError):
+                cells.append("-")
+                continue
+            mark = "" if check is None or kind != "app" else f" ({_verdict(value.median <= check)})"
+            cells.append(_show(value, digits) + mark)
+        rows.append(cells)
+
+    row(
+        "CPU per request before its first token (1-token answers, ms)",
+        f"≤ {TARGET_REQUEST_CPU_MS:g}",
+        lambda k: spread(lone[k], "app_cpu_ms_per_request"),
+        2,
+        TARGET_REQUEST_CPU_MS,
+    )
+    for n in (100, 400):
+        if n in _sweep(results, "app"):
+
+            def token_cpu(kind: str, n: int = n) -> Spread:
+                return spread(_sweep(results, kind)[n], "app_cpu_us_per_token")
+
+            row(
+                f"CPU per streamed token, all-in, {n} streams (µs)",
+                f"≤ {TARGET_TOKEN_CPU_US:g}",
+                token_cpu,
+                0,
+                TARGET_TOKEN_CPU_US,
+            )
+    n_mid = _setup_streams(results)
+    setup = results["runs"].get("setup", {})
+    row(
+        f"CPU per request before its first token, {n_mid} concurrent, 1-token answers (ms)",
+        "",
+        lambda k: spread(setup[k], "app_cpu_ms_per_request"),
+        2,
+    )
+    row(
+        f"CPU per extra token, {n_mid} streams (µs)",
+        "",
+        lambda k: per_token_marginal(_sweep(results, k)[n_mid], setup[k], tokens),
+        0,
+    )
+    for q, target in zip((50, 99), TARGET_BURST_ADDED_MS, strict=True):
+
+        def burst_added(kind: str, q: int = q) -> Spread:
+            return added(burst[kind], burst["direct"], f"first_content_p{q}_ms")
+
+        label = f"added to the first token, {results['config']['burst']} arriving at once, p{q} (ms)"
+        row(label, f"≤ {target:g}", burst_added, 0, target)
+    row(
+        "added to the first token, lone request, p50 (ms)",
+        "",
+        lambda k: added(lone[k], lone["direct"], "first_content_p50_ms"),
+    )
+    n_top = max(_sweep(results, "app"))
+    row(
+        f"added p99 gap between tokens, {n_top} streams (ms)",
+        "",
+        lambda k: added(_sweep(results, k)[n_top], _sweep(results, "direct")[n_top], "gap_p99_ms"),
+    )
+    row(
+        f"RSS per open stream, {n_top} streams (KiB)",
+        f"≤ {TARGET_RSS_PER_STREAM_KIB:g}",
+        lambda k: spread(_sweep(results, k)[n_top], "rss_per_stream_kib"),
+        0,
+        TARGET_RSS_PER_STREAM_KIB,
+    )
+    header = ["", "target", *(name for _, name in BACKENDS)]
+    return _table(header, rows)
+
+
+def lone_table(results: dict[str, Any]) -> str:
+    lone = results["runs"]["lone"]
+    rows = []
+    for kind, name in (*BACKENDS, ("direct", "upstream direct")):
+        if kind not in lone:
+            continue
+        runs = lone[kind]
+        cells = [name, *(_show(spread(runs, f"first_content_p{q}_ms")) for q in (50, 95, 99))]
+        if kind == "direct":
+            cells += ["", "-"]
+        else:
+            cells.append(" / ".join(_show(added(runs, lone["direct"], f"first_content_p{q}_ms")) for q in (50, 99)))
+            cells.append(_show(spread(runs, "app_cpu_ms_per_request"), 2))
+        rows.append([*cells, _load_range(runs)])
+    header = ["", "first token p50", "p95", "p99", "added p50 / p99", "CPU ms per request", "load (1 min)"]
+    return _table(header, rows)
+
+
+def sweep_table(results: dict[str, Any]) -> str:
+    direct = _sweep(results, "direct")
+    tokens = results["config"]["sweep"]["tokens"]
+    setup, n_setup = results["runs"].get("setup", {}), _setup_streams(results)
+    rows = []
+    for kind, name in BACKENDS:
+        for n, runs in _sweep(results, kind).items():
+            base = direct.get(n, [])
+            at_setup = n == n_setup and kind in setup
+            marginal = _show(per_token_marginal(runs, setup[kind], tokens), 0) if at_setup else ""
+            rows.append(
+                [
+                    f"{name}, {n}",
+                    _show(spread(runs, "errors"), 0),
+                    " / ".join(_show(added(runs, base, f"first_content_p{q}_ms"), 0) for q in (50, 99)),
+                    _show(added(runs, base, "gap_p99_ms")),
+                    _show(spread(runs, "app_cpu_us_per_token"), 0),
+                    marginal,
+                    _show(spread(runs, "app_cpu_ms_per_request"), 1),
+                    _show(spread(runs, "app_core_busy"), 2),
+                    _show(spread(runs, "rss_per_stream_kib"), 0),
+                    _show(spread(runs, "peak_open"), 0),
+                    _load_range(runs),
+                ]
+            )
+    for n, runs in direct.items():
+        rows.append(
+            [
+                f"upstream direct, {n}",
+                _show(spread(runs, "errors"), 0),
+                " / ".join(_show(spread(runs, f"first_content_p{q}_ms"), 0) for q in (50, 99)),
+                _show(spread(runs, "gap_p99_ms")),
+                *["-"] * 6,
+                _load_range(runs),
+            ]
+        )
     header = [
-        "streams",
+        "backend, streams",
         "errors",
-        "added p99 gap",
-        "1st token p50",
-        "1st token p99",
-        "client us/tok",
-        "upstream us/tok",
+        "added 1st token p50 / p99 ms",
+        "added p99 gap ms",
+        "CPU µs/token all-in",
+        "µs/extra token",
+        "CPU ms/request",
+        "app core busy",
+        "KiB/stream",
+        "peak open",
+        "load",
     ]
-    header = [*header, "core-1 busy", "other load"]
-    note = "median [min..max] over repeats; ms; other load: CPU/s of other processes on core 1 (noise)"
-    table("2c. Same load straight at the upstream (harness baseline)", header, baseline, note)
+    return _table(header, rows) + (
+        "\n\nUpstream direct rows: its own first token p50 / p99 and p99 gap (not added). µs/extra token: at "
+        f"{n_setup} streams, against the same load with 1-token answers (scenario setup)."
+    )
 
 
-def print_nonstream(summary: dict[str, Spread], workers: int, streamed: dict[str, Spread] | None) -> None:
+def burst_table(results: dict[str, Any]) -> str:
+    burst = results["runs"]["burst"]
+    rows = []
+    for kind, name in (*BACKENDS, ("direct", "upstream direct")):
+        if kind not in burst:
+            continue
+        runs = burst[kind]
+        own = " / ".join(_show(spread(runs, f"first_content_p{q}_ms"), 0) for q in (50, 99))
+        extra = (
+            "-"
+            if kind == "direct"
+            else " / ".join(_show(added(runs, burst["direct"], f"first_content_p{q}_ms"), 0) for q in (50, 99))
+        )
+        cpu = "-" if kind == "direct" else _show(spread(runs, "app_cpu_ms_per_request"), 1)
+        rows.append([name, _show(spread(runs, "errors"), 0), own, extra, cpu, _load_range(runs)])
+    header = ["", "errors", "first token p50 / p99 ms", "added p50 / p99 ms", "CPU ms/request", "load"]
+    return _table(header, rows)
+
+
+def flood_table(results: dict[str, Any]) -> str:
+    flood = results["runs"]["flood"]
+    alone, flooded = flood.get("alone", []), flood.get("flooded", [])
+    rows = []
+    for key, label in (
+        ("first_content_p50_ms", "victims' first token p50 (ms)"),
+        ("first_content_p99_ms", "victims' first token p99 (ms)"),
+        ("gap_p99_ms", "victims' p99 gap between tokens (ms)"),
+    ):
+        change = ratio(flooded, alone, key)
+        verdict = _verdict(change.median <= FLOOD_TOLERANCE)
+        rows.append([label, _show(spread(alone, key)), _show(spread(flooded, key)), f"{_show(change, 2)} ({verdict})"])
+    rows.append(["victims' errors", _show(spread(alone, "errors"), 0), _show(spread(flooded, "errors"), 0), ""])
+    outcomes: dict[str, int] = {}
+    for run in flooded:
+        for outcome, count in run.get("flooder_outcomes", {}).items():
+            label = "cut off at the end" if outcome == "unfinished" else outcome
+            outcomes[label] = outcomes.get(label, 0) + count
+    shown = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "-"
+    rate = _show(spread(flooded, "flooder_requests_per_minute"), 0)
+    rows.append(["flooder: requests per minute; outcomes (all repeats)", "", rate, shown])
+    rows.append(["load (1 min)", _load_range(alone), _load_range(flooded), ""])
+    return _table(["", "alone", "beside the flooder", f"ratio (≤ {FLOOD_TOLERANCE:.2f})"], rows)
+
+
+def nonstream_table(results: dict[str, Any]) -> str:
+    runs = results["runs"]["nonstream"]
     rows = [
         [
             "POST /api/chat",
-            _cell(summary, "errors", 0),
-            _cell(summary, "answer_p50_ms", 0),
-            _cell(summary, "answer_p99_ms", 0),
-            _cell(summary, "app_cpu_us_per_token", 0),
-            _cell(summary, "rss_per_stream_kib"),
+            _show(spread(runs, "errors"), 0),
+            " / ".join(_show(spread(runs, f"answer_p{q}_ms"), 0) for q in (50, 99)),
+            _show(spread(runs, "app_cpu_us_per_token"), 0),
+            _show(spread(runs, "rss_per_stream_kib"), 0),
+            _load_range(runs),
         ]
     ]
-    if streamed:
-        rows.append(
-            [
-                "POST /api/chat/stream (last token)",
-                _cell(streamed, "errors", 0),
-                _cell(streamed, "last_content_p50_ms", 0),
-                _cell(streamed, "last_content_p99_ms", 0),
-                _cell(streamed, "app_cpu_us_per_token", 0),
-                _cell(streamed, "rss_per_stream_kib"),
-            ]
+    return _table(["", "errors", "full answer p50 / p99 ms", "CPU µs/token", "KiB/request", "load"], rows)
+
+
+STAGE_LABELS = {
+    "http": "request in, routing, body read and validation, response start",
+    "rewrite": "query rewrite call (SDK request build, transport, response parse)",
+    "embedding": "embedding call",
+    "search": "local index query (FTS5 + vectors, worker thread)",
+    "answer_call": "answer call, up to its first token",
+    "other": "the rest: stage events, NDJSON, telemetry, event loop",
+}
+
+
+def stages_table(results: dict[str, Any]) -> str:
+    stages = results["runs"].get("stages")
+    if not stages:
+        return "(no stage measurement in this run)"
+    total = stages["to_first_token_ms"] or 1.0
+    rows = [
+        [STAGE_LABELS[name], f"{value:.2f}", f"{100 * value / total:.0f}%"]
+        for name, value in stages["stages_ms"].items()
+    ]
+    rows.append(["**before the first token**", f"**{stages['to_first_token_ms']:.2f}**", "100%"])
+    rows.append(["whole request (1-token answer, final line, close)", f"{stages['whole_request_ms']:.2f}", ""])
+    text = _table(["stage", "CPU ms per request", "share"], rows)
+    profile = stages.get("profile")
+    if profile:
+        libraries = ", ".join(
+            f"{name} {100 * share:.0f}%" for name, share in profile["self_share_by_library"].items() if share >= 0.01
         )
-    header = ["", "errors", "full answer p50", "p99", "app CPU us/token", "KiB/request"]
-    table(f"3. Non-streaming endpoint, {workers} concurrent requests", header, rows, "ms; median [min..max]")
+        frames = [[f"`{item['frame']}`", f"{100 * item['share']:.0f}%"] for item in profile["top_cumulative"]]
+        text += (
+            f"\n\nUnder cProfile ({profile['profiled_ms_per_request']:.1f} ms per request with its overhead), "
+            f"self time by library: {libraries}.\n\n" + _table(["frame (cumulative)", "share"], frames)
+        )
+    return text
 
 
-def headline(app: dict[int, dict[str, Spread]], tps: float) -> dict[str, Any]:
-    """The highest offered load whose added p99 gap stays within budget with no errors in any repeat."""
-    sustained = [n for n, s in app.items() if s["errors"].high == 0 and s["added_gap_p99_ms"].median <= GAP_BUDGET_MS]
-    best = max(sustained, default=0)
-    top = max(app) if app else 0
-    cpu = app[top]["app_cpu_us_per_token"].median if top else math.nan
+def machine_text(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    loads = [run[key] for run in _all_runs(results) for key in ("load_1m_start", "load_1m_end") if key in run]
+    load = f"{min(loads):.1f} to {max(loads):.1f}" if loads else "not recorded"
+    config = results["config"]
+    sweep = config["sweep"]
+    return (
+        f"Run `{results['command']}` at commit {machine['git_commit']}, {results['duration_s'] / 60:.0f} minutes: "
+        f"{_machine_line(machine)}. {results['pinning']}. "
+        f"Machine load average (1 min) during the runs: {load}. Upstream: every chat call answers after "
+        f"{sweep['ttft'] * 1000:.0f} ms, the embedding after {config['embed_delay'] * 1000:.0f} ms, then "
+        f"{sweep['tokens']} tokens at {sweep['tps']:g} tokens/s. {config['repeats']} repeats; median [min..max]."
+    )
+
+
+def comparison(results: dict[str, Any]) -> str:
+    """The README's one sentence on how this app compares with a typical SDK-based backend, from this run."""
+    lone = results["runs"]["lone"]
+    n = 100 if 100 in _sweep(results, "baseline") else max(_sweep(results, "baseline"))
+    app, baseline = _sweep(results, "app")[n], _sweep(results, "baseline")[n]
+    burst = results["runs"]["burst"]
+    app_first = added(burst["app"], burst["direct"], "first_content_p50_ms").median
+    baseline_first = added(burst["baseline"], burst["direct"], "first_content_p50_ms").median
+    return (
+        f"Measured in the same run, a typical openai-SDK backend (`benchmarks/baselines/sdk_app.py`: pydantic "
+        f"chunks from `stream=True`, `model_dump` and `json.dumps` per chunk, same upstream calls) spends "
+        f"{spread(baseline, 'app_cpu_us_per_token').median:.0f} µs of CPU per streamed token at {n} streams where "
+        f"this app spends {spread(app, 'app_cpu_us_per_token').median:.0f}, and "
+        f"{spread(lone['baseline'], 'app_cpu_ms_per_request').median:.1f} ms per request before the first token "
+        f"where this app spends {spread(lone['app'], 'app_cpu_ms_per_request').median:.1f}; with "
+        f"{results['config']['burst']} questions arriving at once it adds {baseline_first:.0f} ms to the median "
+        f"first token where this app adds {app_first:.0f} ms."
+    )
+
+
+# The capacity model's assumptions (docs/performance.md says why each is what it is).
+MODEL_TOKENS_PER_S = 60.0  # a stream's speed from Azure OpenAI (gpt-4o-mini class)
+ANSWER_TOKENS = 250  # a typical grounded answer
+CALLS_SECONDS = 1.5  # query rewrite + embedding + the answer's first token, from Azure OpenAI
+TPM_PER_QUESTION = 2_000  # what a question counts against the deployment's tokens per minute
+QUESTIONS_PER_USER_MINUTE = 1.0  # an active user asks about one question a minute
+CPU_BUDGET = 0.7  # of the one core a Python worker process can use
+HEADROOM = 0.6  # the share of that CPU bound the recommended per-instance concurrency takes
+INSTANCE_MEMORY_MB = 2048
+PLATFORM_DEFAULT_CONCURRENCY = 16
+PRICE_PER_GB_S = 0.000026  # Flex Consumption on demand, US list price at the time of writing
+PRICE_PER_MILLION_EXECUTIONS = 0.40
+
+
+def capacity_figures(results: dict[str, Any]) -> dict[str, float]:
+    """Streams one instance carries, from the measured CPU per request and per token and memory per stream."""
+    n = _setup_streams(results)
+    setup_ms = spread(results["runs"]["setup"]["app"], "app_cpu_ms_per_request").median
+    tokens = results["config"]["sweep"]["tokens"]
+    per_token_us = per_token_marginal(_sweep(results, "app")[n], results["runs"]["setup"]["app"], tokens).median
+    top = max(_sweep(results, "app"))
+    rss_per_stream = spread(_sweep(results, "app")[top], "rss_per_stream_kib").median
+    idle_mib = spread(_sweep(results, "app")[top], "rss_idle_mib").median
+    duration = CALLS_SECONDS + ANSWER_TOKENS / MODEL_TOKENS_PER_S
+    cpu_ms_per_stream_second = (setup_ms + ANSWER_TOKENS * per_token_us / 1000) / duration
     return {
-        "gap_budget_ms": GAP_BUDGET_MS,
-        "highest_sustained_streams": best,
-        "highest_sustained_tokens_per_s_per_core": best * tps,
-        "cpu_bound_tokens_per_s_per_core": 1e6 / cpu if cpu and not math.isnan(cpu) else math.nan,
+        "setup_ms": setup_ms,
+        "per_token_us": per_token_us,
+        "duration_s": duration,
+        "cpu_ms_per_stream_second": cpu_ms_per_stream_second,
+        "streams_by_cpu": CPU_BUDGET * 1000 / cpu_ms_per_stream_second,
+        "streams_by_memory": (INSTANCE_MEMORY_MB - idle_mib - 512) * 1024 / rss_per_stream,
+        "burst_queue_ms_per_arrival": setup_ms,
     }
 
 
-def print_headline(figures: dict[str, Any]) -> None:
-    print(
-        f"\nHighest sustained load on one core with added p99 gap <= {figures['gap_budget_ms']:g} ms and no errors: "
-        f"{figures['highest_sustained_streams']} streams = {figures['highest_sustained_tokens_per_s_per_core']:,.0f}"
-        " tokens/s"
-    )
-    print(
-        "CPU-bound ceiling at the largest point (1 s / app CPU per token): "
-        f"{figures['cpu_bound_tokens_per_s_per_core']:,.0f} tokens/s per core"
-    )
+def recommended_concurrency(figures: dict[str, float]) -> int:
+    """About 60% of the CPU bound, a multiple of 8: headroom for bursts (each arrival's setup queues
+    before the first token) and for models faster than the assumed tokens/s."""
+    return max(PLATFORM_DEFAULT_CONCURRENCY, int(figures["streams_by_cpu"] * HEADROOM // 8 * 8))
 
 
-def plot(app: dict[int, dict[str, Spread]], direct: dict[int, dict[str, Spread]], path: Path, title: str) -> None:
-    """Four panels against concurrency: added p99 gap, CPU per token, time to first token, RSS per stream."""
+def capacity_table(results: dict[str, Any]) -> str:
+    """Users to concurrent streams to instances to cost, at the recommended concurrency and the platform's 16."""
+    figures = capacity_figures(results)
+    concurrency = recommended_concurrency(figures)
+    rows = []
+    for users in (100, 1_000, 10_000, 100_000):
+        per_second = users * QUESTIONS_PER_USER_MINUTE / 60
+        streams = per_second * figures["duration_s"]
+        tpm = users * QUESTIONS_PER_USER_MINUTE * TPM_PER_QUESTION
+        cells = [f"{users:,}", f"{streams:,.0f}", f"{tpm / 1e6:,.1f} M"]
+        for limit in (concurrency, PLATFORM_DEFAULT_CONCURRENCY):
+            instances = max(1, math.ceil(streams / limit))
+            hourly = instances * INSTANCE_MEMORY_MB / 1024 * 3600 * PRICE_PER_GB_S
+            hourly += per_second * 3600 * PRICE_PER_MILLION_EXECUTIONS / 1e6
+            cells += [f"{instances:,}", f"${hourly:,.2f}"]
+        rows.append(cells)
+    header = [
+        "active users",
+        "concurrent streams",
+        "TPM needed",
+        f"instances at {concurrency}",
+        "$/hour",
+        f"instances at {PLATFORM_DEFAULT_CONCURRENCY}",
+        "$/hour",
+    ]
+    lead = (
+        f"From this run: {figures['setup_ms']:.1f} ms of CPU per request before its first token and "
+        f"{figures['per_token_us']:.0f} µs per extra token (at {_setup_streams(results)} streams), so a "
+        f"{ANSWER_TOKENS}-token answer at {MODEL_TOKENS_PER_S:g} tokens/s ({figures['duration_s']:.1f} s with the "
+        f"calls before it) costs {figures['cpu_ms_per_stream_second']:.1f} ms of CPU per second of stream. At "
+        f"{CPU_BUDGET:.0%} of one core an instance carries about {figures['streams_by_cpu']:.0f} streams "
+        f"(memory would allow {figures['streams_by_memory']:,.0f} on {INSTANCE_MEMORY_MB} MB). "
+        f"Recommended perInstanceConcurrency: {concurrency}, about {HEADROOM:.0%} of that, because questions "
+        f"arriving together queue for about {figures['burst_queue_ms_per_arrival']:.0f} ms of CPU each before "
+        f"their first token ({concurrency} at once: {concurrency * figures['burst_queue_ms_per_arrival'] / 1000:.1f}"
+        " s) "
+        "and models can stream faster than assumed."
+    )
+    return lead + "\n\n" + _table(header, rows)
+
+
+SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "machine": machine_text,
+    "comparison": comparison,
+    "headline": headline,
+    "lone": lone_table,
+    "sweep": sweep_table,
+    "burst": burst_table,
+    "flood": flood_table,
+    "nonstream": nonstream_table,
+    "stages": stages_table,
+    "capacity": capacity_table,
+}
+
+
+def section(name: str, results: dict[str, Any]) -> str:
+    """One section's markdown; a scenario the run left out (``--scenarios``) says so."""
+    try:
+        return SECTIONS[name](results)
+    except (KeyError, ValueError):
+        return "(not measured in this run)"
+
+
+def render(results: dict[str, Any]) -> str:
+    return "\n\n".join(f"## {name}\n\n{section(name, results)}" for name in SECTIONS)
+
+
+def _replace_sections(text: str, results: dict[str, Any], source: str) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        body = section(name, results)
+        return f"<!-- results:{name} -->\n{body}\n\n_From {source}._\n<!-- /results:{name} -->"
+
+    return re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.DOTALL)
+
+
+def publish(path: Path) -> None:
+    """Write the tables of ``path`` into every marked section of the README and docs/performance.md, and the plot."""
+    results = orjson.loads(path.read_bytes())
+    source = f"`{path.relative_to(PROJECT_ROOT)}`" if path.is_relative_to(PROJECT_ROOT) else f"`{path.name}`"
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        document.write_text(_replace_sections(text, results, source), encoding="utf-8")
+    plot(results, PLOT)
+    print(f"wrote the tables of {path} into {', '.join(str(d.relative_to(PROJECT_ROOT)) for d in DOCUMENTS)}, {PLOT}")
+
+
+# --- the plot -------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Against concurrency: first token and p99 gap for the app, the baseline and the upstream direct;
+    CPU per token and RSS per stream for the two backends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    series = {kind: _sweep(results, kind) for kind in ("app", "baseline", "direct")}
+    names = {"app": "this app", "baseline": "SDK baseline", "direct": "upstream direct"}
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     panels = (
-        (axes[0][0], [("added_gap_p99_ms", "app")], "added p99 gap between content lines (ms)", GAP_BUDGET_MS),
-        (axes[0][1], [("app_cpu_us_per_token", "app")], "app CPU per streamed token (µs)", TARGET_CPU_US_PER_TOKEN),
-        (
-            axes[1][0],
-            [("first_content_p50_ms", "app p50"), ("first_content_p99_ms", "app p99")],
-            "time to first token (ms)",
-            None,
-        ),
-        (axes[1][1], [("rss_per_stream_kib", "app")], "RSS per open stream (KiB)", TARGET_RSS_PER_STREAM_KIB),
+        (axes[0][0], "first_content_p99_ms", "time to first token, p99 (ms)", ("app", "baseline", "direct"), None),
+        (axes[0][1], "gap_p99_ms", "p99 gap between tokens (ms)", ("app", "baseline", "direct"), None),
+        (axes[1][0], "app_cpu_us_per_token", "CPU per streamed token, all-in (µs)", ("app", "baseline"), 100.0),
+        (axes[1][1], "rss_per_stream_kib", "RSS per open stream (KiB)", ("app", "baseline"), 64.0),
     )
-    for axis, series, label, target in panels:
-        for key, name in series:
-            _errorbar(axis, app, key, name)
-            if key in ("added_gap_p99_ms", "first_content_p50_ms", "first_content_p99_ms") and direct:
-                _errorbar(axis, direct, key, f"upstream direct {name.removeprefix('app').strip()}".strip(), "s--")
+    for axis, key, label, kinds, target in panels:
+        for kind in kinds:
+            points = series[kind]
+            xs = sorted(points)
+            spreads = [spread(points[n], key) for n in xs]
+            medians = [s.median for s in spreads]
+            errors = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
+            style = "s--" if kind == "direct" else "o-"
+            axis.errorbar(xs, medians, yerr=errors, fmt=style, capsize=3, label=names[kind])
         if target is not None:
             axis.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
         axis.set_xlabel("concurrent streams")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    figure.savefig(path, dpi=110)
+    machine = results["machine"]
+    figure.suptitle(f"{machine['cpu_model']}; {results['pinning']}; {machine['git_commit']}", fontsize=9)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def _errorbar(axis: Any, points: dict[int, dict[str, Spread]], key: str, name: str, style: str = "o-") -> None:
-    xs = [n for n in points if key in points[n]]
-    medians = [points[n][key].median for n in xs]
-    below = [points[n][key].median - points[n][key].low for n in xs]
-    above = [points[n][key].high - points[n][key].median for n in xs]
-    axis.errorbar(xs, medians, yerr=[below, above], fmt=style, capsize=3, label=name)
+def newest_full_run() -> Path:
+    for path in sorted(RESULTS_DIR.glob("[0-9]*.json"), reverse=True):  # runs are named by time
+        results = orjson.loads(path.read_bytes())
+        if "runs" in results and not results.get("quick"):
+            return path
+    raise SystemExit(f"no full run in {RESULTS_DIR}; run: python -m benchmarks.run --publish")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="?", type=Path, help="a results file (default: the newest full run)")
+    parser.add_argument("--write", action="store_true", help="write the tables into the docs, and the plot")
+    args = parser.parse_args(argv)
+    path = (args.results or newest_full_run()).resolve()
+    if args.write:
+        publish(path)
+    else:
+        print(render(orjson.loads(path.read_bytes())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

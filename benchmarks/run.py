@@ -1,23 +1,28 @@
-"""Measure the app's streaming overhead, concurrency and memory against the simulated upstream.
+"""Measure the app against the simulated upstream and a typical SDK-based backend, side by side.
 
-    python -m benchmarks.run            # the full run: a few minutes
-    python -m benchmarks.run --quick    # smoke check: well under a minute
+    python -m benchmarks.run --publish   # the full run (15-20 minutes on 2 cores), then the
+                                         # README and docs/performance.md tables and plot from it
+    python -m benchmarks.run             # the full run; JSON in benchmarks/results/
+    python -m benchmarks.run --quick     # smoke check of the harness: about 3 minutes, not figures
     python -m benchmarks.run --profile 200   # py-spy on the app at 200 streams: its top frames
+    python -m benchmarks.run --scenarios lone,stages   # only some scenarios (a table without data shows "-")
+    python -m benchmarks.report [FILE]   # the tables again from a results file (--write: into the docs)
 
-The app (python -m chat.devserver) runs alone on core 0; the simulated upstream
-(python -m benchmarks.upstream) and this load client share core 1 (../shared/benchmarking.md).
-Every point is repeated (--repeats, at least 3 for figures) and reported as the median with
-the lowest and highest repeat, and the same load is also sent straight to the upstream in
-the same run, so that what the app adds is a difference measured side by side:
+The app (python -m chat.devserver), or the baseline (benchmarks/baselines/sdk_app.py), runs
+alone on core 0; the simulated upstream (python -m benchmarks.upstream) and this load client
+share core 1 (../shared/benchmarking.md). The upstream takes its time for every call: the
+query rewrite and the answer's first token wait ``--ttft``, the embedding ``--embed-delay``.
+Every scenario runs, in each repeat, through the app, through the baseline and straight at
+the upstream (the same three calls in order), so what each backend adds is its figure minus
+the direct one of the same repeat. Repeats interleave, so a noisy minute spreads over all.
 
-1. lone request: time to the first NDJSON line and first content line, p50/p95/p99 over
-   sequential requests, beside the upstream's own sequence (query rewrite, embedding,
-   streamed answer) made directly;
-2. concurrency sweep: added p99 gap between content lines, errors, first line and first
-   token, app CPU µs per streamed token, RSS per open stream, highest sustained tokens/s;
-3. POST /api/chat for comparison.
-
-Results go to benchmarks/results/<timestamp>.json and .png.
+1. lone: sequential requests with 1-token answers: first token, CPU per request (setup);
+   setup: 1-token answers at 100 concurrent users (setup under load; the base of CPU per extra token);
+2. sweep: N users over one request's duration, 2 streams each: gaps, first token, CPU, RSS;
+3. burst: N requests arriving at once: first token;
+4. flood (issue 10): well-behaved clients alone, then beside one client flooding the API;
+5. POST /api/chat (non-streaming);
+6. stages: a request's CPU before its first token by stage, and its cProfile.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,40 +42,47 @@ import orjson
 
 from benchmarks import report
 from benchmarks.client import Shape
-from benchmarks.profiling import Sampler, print_top, top_frames
-from benchmarks.scenarios import Config, app_stream_run, app_whole_run, direct_stream_run, lone_run
-from benchmarks.stack import HARNESS_CORE, Pinning, Stack, detect_pinning, pin_this_process
-from benchmarks.stats import Spread, summarise
+from benchmarks.profiling import Sampler, print_top, pstats_summary, top_frames
+from benchmarks.scenarios import Config, Flood, flood_run, lone_run, stages_run, stream_run, whole_run
+from benchmarks.stack import HARNESS_CORE, AppKind, Pinning, Stack, detect_pinning, pin_this_process
 from chat.localstack import StartupError
 from chat.settings import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
-# The upstream's settings for the sweep and the non-streaming endpoint (issue 7): first token after
-# 300 ms, then 60 one-token chunks at 20 tokens/s. Lone requests use a short answer: only its start counts.
-SWEEP = Shape(ttft=0.3, tps=20, tokens=60, chunk=1)
-LONE = Shape(ttft=0.3, tps=1000, tokens=10, chunk=1)
+# Issue 13's conditions: the model answers every call after 300 ms, then 60 one-token chunks at
+# 20 tokens/s; the embedding takes 50 ms. Lone requests get 1-token answers: only their setup counts.
+TTFT, TPS, TOKENS, EMBED_DELAY = 0.3, 20.0, 60, 0.05
 FULL = {
-    "points": "10,50,100,200,300,400",
-    "direct_points": "100,400",
+    "points": "10,50,100,200,400",
+    "baseline_points": "10,50,100,200,400",
     "repeats": 3,
     "requests": 30,
     "rounds": 2,
+    "burst": 100,
+    "victims": 20,
+    "flooders": 100,
     "nonstream": 50,
-    "tokens": SWEEP.tokens,
-    "lone_ttft": LONE.ttft,
+    "tokens": TOKENS,
     "warmup": 5,
 }
 QUICK = {
-    "points": "50",
-    "direct_points": "50",
-    "repeats": 3,
-    "requests": 10,
+    "points": "20",
+    "baseline_points": "20",
+    "repeats": 1,
+    "requests": 8,
     "rounds": 1,
+    "burst": 20,
+    "victims": 5,
+    "flooders": 20,
     "nonstream": 10,
     "tokens": 10,
-    "lone_ttft": 0.05,
     "warmup": 2,
 }
+
+
+SCENARIOS = ("lone", "setup", "sweep", "burst", "flood", "nonstream", "stages")
+# The concurrency at which a request's setup is measured with 1-token answers (scenario "setup").
+SETUP_STREAMS = 100
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -79,24 +91,36 @@ def _counts(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke check: fewer, shorter points")
-    parser.add_argument("--points", help="concurrent streams per sweep point (default 10,50,100,200,300,400)")
-    parser.add_argument("--direct-points", help="sweep points also sent straight to the upstream (default 100,400)")
-    parser.add_argument("--repeats", type=int, help="runs of every point (default 3)")
-    parser.add_argument("--requests", type=int, help="sequential lone requests per repeat (default 30)")
+    parser.add_argument("--quick", action="store_true", help="smoke check: fewer, shorter points, one repeat")
+    parser.add_argument("--publish", action="store_true", help="then write the tables and plot into the docs")
+    parser.add_argument("--points", help="concurrent streams per sweep point (default 10,50,100,200,400)")
+    parser.add_argument("--baseline-points", help="sweep points also run through the baseline (default: all)")
+    parser.add_argument("--repeats", type=int, help="runs of every scenario (default 3)")
+    parser.add_argument("--requests", type=int, help="sequential lone requests per run (default 30)")
     parser.add_argument("--rounds", type=int, help="streams each concurrent user opens one after another (default 2)")
-    parser.add_argument("--ramp", type=float, help="seconds over which users start (default: one answer's duration)")
+    parser.add_argument("--ramp", type=float, help="seconds over which users start (default: one request's duration)")
+    parser.add_argument("--burst", type=int, help="requests arriving at once (default 100)")
+    parser.add_argument("--victims", type=int, help="flood scenario: well-behaved clients (default 20)")
+    parser.add_argument(
+        "--flooders", type=int, help="flood scenario: the flooding client's open requests (default 100)"
+    )
     parser.add_argument("--nonstream", type=int, help="concurrent requests to POST /api/chat (default 50)")
-    parser.add_argument("--ttft", type=float, default=SWEEP.ttft, help="sweep: upstream's first token, seconds")
-    parser.add_argument("--tps", type=float, default=SWEEP.tps, help="sweep: upstream tokens per second per stream")
-    parser.add_argument("--tokens", type=int, help="sweep: tokens per answer (default 60)")
-    parser.add_argument("--chunk", type=int, default=SWEEP.chunk, help="sweep: tokens per upstream chunk")
-    parser.add_argument("--lone-ttft", type=float, help="lone requests: upstream's first token, seconds (default 0.3)")
+    parser.add_argument("--ttft", type=float, default=TTFT, help="upstream latency of every chat call, seconds")
+    parser.add_argument("--embed-delay", type=float, default=EMBED_DELAY, help="upstream embedding latency, seconds")
+    parser.add_argument("--tps", type=float, default=TPS, help="upstream tokens per second per stream")
+    parser.add_argument("--tokens", type=int, help="tokens per answer (default 60)")
     parser.add_argument("--warmup", type=int, help="short requests to a fresh app before it is measured (default 5)")
     parser.add_argument("--timeout", type=float, default=60.0, help="bound on one request, seconds")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"which to run, of {','.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--profile", type=int, metavar="STREAMS", help="only profile the app (py-spy) at this load")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--output-dir", type=Path, help="default: benchmarks/results/ (a temporary one with --quick)")
     args = parser.parse_args(argv)
+    args.scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     preset = QUICK if args.quick else FULL
     for name, value in preset.items():
         if getattr(args, name) is None:
@@ -105,24 +129,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    sweep = Shape(ttft=args.ttft, tps=args.tps, tokens=args.tokens, chunk=args.chunk)
-    lone = replace(LONE, ttft=args.lone_ttft)
+    sweep = Shape(ttft=args.ttft, tps=args.tps, tokens=args.tokens)
     return Config(
         points=_counts(args.points),
-        direct_points=_counts(args.direct_points),
+        baseline_points=_counts(args.baseline_points),
         repeats=args.repeats,
         lone_requests=args.requests,
-        lone=lone,
+        lone=Shape(ttft=args.ttft, tps=args.tps, tokens=1),
         sweep=sweep,
+        embed_delay=args.embed_delay,
         rounds=args.rounds,
-        ramp=args.ramp if args.ramp is not None else sweep.duration,
+        ramp=args.ramp if args.ramp is not None else sweep.duration(args.embed_delay),
+        burst=args.burst,
+        flood=Flood(victims=args.victims, flooders=args.flooders),
         nonstream_workers=args.nonstream,
         timeout=args.timeout,
         warmup=args.warmup,
     )
 
 
-Runs = dict[str, list[dict[str, Any]]]
+_PROGRESS_KEYS = (
+    "first_content_p50_ms",
+    "first_content_p99_ms",
+    "gap_p99_ms",
+    "answer_p50_ms",
+    "app_cpu_ms_per_request",
+    "app_cpu_us_per_token",
+    "rss_per_stream_kib",
+    "other_load_core0",
+    "load_1m_end",
+)
+KINDS: tuple[AppKind | None, ...] = ("app", "baseline", None)
+
+
+def _name(kind: AppKind | None) -> str:
+    return kind or "direct"
 
 
 async def _timed(label: str, run: Awaitable[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
@@ -130,90 +171,52 @@ async def _timed(label: str, run: Awaitable[dict[str, Any]], runs: list[dict[str
     figures = await run
     runs.append(figures)
     shown = [f"{key} {figures[key]:.1f}" for key in _PROGRESS_KEYS if key in figures]
-    errors = figures.get("errors", figures.get("app_errors", 0))
-    print(f"  {label:<26} {', '.join(shown)}, errors {errors} ({time.perf_counter() - started:.1f} s)", flush=True)
+    errors = figures.get("errors", 0)
+    print(f"  {label:<28} {', '.join(shown)}, errors {errors} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-_PROGRESS_KEYS = (
-    "app_first_line_p50_ms",
-    "added_first_content_p50_ms",
-    "added_gap_p99_ms",
-    "first_content_p50_ms",
-    "answer_p50_ms",
-    "app_cpu_us_per_token",
-    "client_cpu_us_per_token",
-    "rss_per_stream_kib",
-    "harness_core_busy",
-    "other_load_core0",
-    "other_load_core1",
-)
-
-
-async def measure(stack: Stack, config: Config) -> Runs:
-    """Every scenario, repeat by repeat: repeats interleave, so a noisy minute spreads over all points."""
-    runs: Runs = {}
-    whole = config.nonstream_workers
+async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> dict[str, Any]:
+    """The chosen scenarios, repeat by repeat, each through the app, the baseline and straight at the upstream."""
+    runs: dict[str, Any] = {"lone": {}, "setup": {}, "sweep": {}, "burst": {}, "flood": {}, "nonstream": []}
+    setup = min(SETUP_STREAMS, max(config.points))
     for repeat in range(1, config.repeats + 1):
         print(f"repeat {repeat}/{config.repeats}", flush=True)
-        await _timed("lone requests", lone_run(stack, config), runs.setdefault("lone", []))
-        for n in config.points:
-            await _timed(f"app, {n} streams", app_stream_run(stack, config, n), runs.setdefault(f"app:{n}", []))
-        for n in config.direct_points:
-            run = direct_stream_run(stack, config, n)
-            await _timed(f"upstream direct, {n} streams", run, runs.setdefault(f"direct:{n}", []))
-        await _timed(
-            f"POST /api/chat, {whole}", app_whole_run(stack, config, whole), runs.setdefault(f"whole:{whole}", [])
-        )
+        for kind in KINDS if "lone" in scenarios else ():
+            run = lone_run(stack, config, kind)
+            await _timed(f"lone, {_name(kind)}", run, runs["lone"].setdefault(_name(kind), []))
+        for kind in ("app", "baseline") if "setup" in scenarios else ():
+            run = stream_run(stack, config, setup, kind, shape=config.lone)
+            await _timed(f"setup, {setup} streams, {kind}", run, runs["setup"].setdefault(kind, []))
+        for n in config.points if "sweep" in scenarios else ():
+            for kind in KINDS:
+                if kind == "baseline" and n not in config.baseline_points:
+                    continue
+                sweep = runs["sweep"].setdefault(_name(kind), {}).setdefault(str(n), [])
+                await _timed(f"{n} streams, {_name(kind)}", stream_run(stack, config, n, kind), sweep)
+        for kind in KINDS if "burst" in scenarios else ():
+            run = stream_run(stack, config, config.burst, kind, burst=True)
+            await _timed(f"burst of {config.burst}, {_name(kind)}", run, runs["burst"].setdefault(_name(kind), []))
+        for flooding in (False, True) if "flood" in scenarios else ():
+            label = "flooded" if flooding else "alone"
+            run = flood_run(stack, config, flooding=flooding)
+            await _timed(f"flood: victims {label}", run, runs["flood"].setdefault(label, []))
+        if "nonstream" in scenarios:
+            await _timed("POST /api/chat", whole_run(stack, config, config.nonstream_workers), runs["nonstream"])
+    if "stages" in scenarios:
+        print("request CPU by stage", flush=True)
+        stages = await stages_run(stack, config)
+        stages["profile"] = pstats_summary(stack.profile_path, config.lone_requests)
+        runs["stages"] = stages
     return runs
-
-
-def summaries(runs: Runs, prefix: str) -> dict[int, dict[str, Spread]]:
-    """The summary of each point whose key starts with ``prefix``, by concurrency, in ascending order."""
-    points = {int(key.split(":")[1]): summarise(value) for key, value in runs.items() if key.startswith(prefix)}
-    return dict(sorted(points.items()))
-
-
-def present(runs: Runs, config: Config) -> dict[str, Any]:
-    lone = summarise(runs["lone"])
-    app, direct = summaries(runs, "app:"), summaries(runs, "direct:")
-    whole = summaries(runs, "whole:")[config.nonstream_workers]
-    report.print_lone(lone, config.lone_requests, config.repeats)
-    report.print_sweep(app, direct, config.sweep.tps)
-    report.print_nonstream(whole, config.nonstream_workers, app.get(config.nonstream_workers))
-    headline = report.headline(app, config.sweep.tps)
-    report.print_headline(headline)
-
-    def spreads(table: dict[str, Spread]) -> dict[str, dict[str, float]]:
-        return {key: spread.as_dict() for key, spread in table.items()}
-
-    return {
-        "headline": headline,
-        "lone": {"summary": spreads(lone), "runs": runs["lone"]},
-        "sweep": {
-            "app": {n: {"summary": spreads(s), "runs": runs[f"app:{n}"]} for n, s in app.items()},
-            "direct": {n: {"summary": spreads(s), "runs": runs[f"direct:{n}"]} for n, s in direct.items()},
-        },
-        "nonstream": {"summary": spreads(whole), "runs": runs[f"whole:{config.nonstream_workers}"]},
-        "_plot": (app, direct),
-    }
-
-
-def write_results(results: dict[str, Any], output_dir: Path, title: str) -> tuple[Path, Path]:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    json_path, png_path = output_dir / f"{stamp}.json", output_dir / f"{stamp}.png"
-    app, direct = results.pop("_plot")
-    report.plot(app, direct, png_path, title)
-    json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    return json_path, png_path
 
 
 async def profile(stack: Stack, config: Config, streams: int, pinning: Pinning, output_dir: Path) -> None:
     """One sweep point with py-spy attached to the app; prints the app's top frames."""
     output = output_dir / f"profile-{streams}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+    stack.start_app("app")
     sampler = Sampler(stack.app_probe.pid, output, pinning.prefix(HARNESS_CORE))
     try:
-        figures = await app_stream_run(stack, config, streams, fresh=False)
+        figures = await stream_run(stack, config, streams, "app", fresh=False)
     finally:
         sampler.stop()
     shown = ", ".join(f"{key} {figures[key]:.1f}" for key in _PROGRESS_KEYS if key in figures)
@@ -232,32 +235,40 @@ def main(argv: list[str] | None = None) -> int:
     report.print_machine(facts, pinning.note, command.strip())
     if args.quick:
         print("quick mode: a smoke check of the harness, not figures to publish")
+    output_dir = args.output_dir or (Path(tempfile.mkdtemp(prefix="bench-results-")) if args.quick else RESULTS_DIR)
+    started = time.perf_counter()
+    upstream_args = ["--ttft", str(args.ttft), "--tps", str(args.tps), "--embed-delay", str(args.embed_delay)]
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        stack = Stack(Path(workdir), pinning)
+        stack = Stack(Path(workdir), pinning, upstream_args)
         try:
             with stack:
                 if args.profile:
-                    args.output_dir.mkdir(parents=True, exist_ok=True)
-                    asyncio.run(profile(stack, config, args.profile, pinning, args.output_dir))
+                    output_dir.mkdir(parents=True, exist_ok=True)
+                    asyncio.run(profile(stack, config, args.profile, pinning, output_dir))
                     return 0
-                runs = asyncio.run(measure(stack, config))
+                runs = asyncio.run(measure(stack, config, args.scenarios))
         except StartupError as error:
             print(f"benchmark: {error}\n{stack.log_tail('app')}\n{stack.log_tail('upstream')}", file=sys.stderr)
             return 1
         except RuntimeError as error:  # the profiler is missing or wrote nothing
             print(f"benchmark: {error}", file=sys.stderr)
             return 1
-    results = present(runs, config)
     results = {
         "command": command.strip(),
-        "machine": facts,
+        "quick": args.quick,
+        "machine": {**facts, "load_average_at_end": list(report.load_average())},
         "pinning": pinning.note,
+        "duration_s": round(time.perf_counter() - started),
         "config": asdict(config),
-        **results,
+        "runs": runs,
     }
-    title = f"{facts['cpu_model']}, {pinning.note}; {config.sweep.directive}"
-    json_path, png_path = write_results(results, args.output_dir, title)
-    print(f"\nwrote {json_path} and {png_path}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
+    print(report.render(results))
+    print(f"\nwrote {path} ({path.stat().st_size // 1024} KiB) in {results['duration_s']} s")
+    if args.publish:
+        report.publish(path)
     return 0
 
 

@@ -1,21 +1,26 @@
-"""The measured scenarios: one run of each point, reduced to a flat dict of figures.
+"""The measured scenarios: one run of each, reduced to a flat dict of figures.
 
-A point's run starts a fresh app process (so idle memory and CPU are a clean baseline),
-warms it with a few short requests, then reads the app's, the upstream's and this client's
-CPU time before and after a fixed closed-loop workload and samples the app's RSS throughout.
+A run through an app (the product, or the SDK baseline of benchmarks/baselines/) starts a
+fresh process on the app's core, warms it with a few short requests, then reads every
+process's and core's CPU time before and after a fixed, bounded workload and samples the
+app's RSS throughout. A "direct" run sends the same upstream calls (query rewrite,
+embedding, streamed answer) straight to the simulated upstream. Nothing here subtracts a
+configured interval: what an app adds is its run minus the direct run of the same repeat
+(benchmarks/report.py pairs them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from benchmarks.client import Bodies, LoadClient, Peak, Request, Shape, Timing, closed_loop
-from benchmarks.stack import APP_CORE, HARNESS_CORE, ProcessProbe, Stack, core_busy_seconds, this_process
+from benchmarks.stack import APP_CORE, HARNESS_CORE, AppKind, ProcessProbe, Stack, core_busy_seconds, this_process
 from benchmarks.stats import ms, percentile
 
 # Pause between the warm-up and the measured load, so the warm-up's connections settle.
@@ -23,30 +28,45 @@ SETTLE_SECONDS = 0.3
 QUANTILES = (50, 95, 99)
 # Warm-up requests: the whole pipeline, quickly.
 WARM_UP = Shape(ttft=0.01, tps=1000, tokens=10)
+VICTIM_ADDRESS = "198.51.100.{}"  # TEST-NET-2: one address per well-behaved simulated client
+FLOODER_ADDRESS = "203.0.113.66"  # TEST-NET-3: the one client that floods
+
+
+@dataclass(frozen=True)
+class Flood:
+    """Issue 10's scenario: ``victims`` well-behaved clients, then the same beside one client that keeps
+    ``flooders`` requests open back to back (far above 4 streams and 20 requests a minute)."""
+
+    victims: int
+    flooders: int
 
 
 @dataclass(frozen=True)
 class Config:
     points: tuple[int, ...]
-    direct_points: tuple[int, ...]
+    baseline_points: tuple[int, ...]
     repeats: int
     lone_requests: int
     lone: Shape
     sweep: Shape
+    embed_delay: float
     rounds: int
     ramp: float
+    burst: int
+    flood: Flood
     nonstream_workers: int
     timeout: float
     warmup: int
 
     @property
     def deadline(self) -> float:
-        """The bound on one point's load: generous, so only a stuck run reaches it."""
-        return self.ramp + self.rounds * self.sweep.duration * 3 + 30
+        """The bound on one load: generous, so only a stuck or overloaded run reaches it."""
+        return self.ramp + self.rounds * self.sweep.duration(self.embed_delay) * 3 + 30
 
 
 class Meter:
-    """CPU seconds used by each probed process and by each core, and wall time, between ``__init__`` and ``stop``.
+    """CPU seconds used by each probed process and by each core, wall time and the machine's load
+    average, between ``__init__`` and ``stop``.
 
     A core's busy time minus that of the processes placed on it is other work on the shared
     machine: the noise a figure was measured under.
@@ -54,6 +74,7 @@ class Meter:
 
     def __init__(self, probes: dict[str, ProcessProbe]) -> None:
         self._probes = probes
+        self._load = os.getloadavg()
         self._before = {name: probe.cpu_seconds() for name, probe in probes.items()}
         self._cores = core_busy_seconds()
         self._started = perf_counter()
@@ -63,7 +84,14 @@ class Meter:
         cores = core_busy_seconds()
         for core in (APP_CORE, HARNESS_CORE):
             used[f"core{core}"] = cores.get(core, 0.0) - self._cores.get(core, 0.0)
-        return {**used, "wall": perf_counter() - self._started}
+        load = os.getloadavg()
+        return {
+            **used,
+            "wall": perf_counter() - self._started,
+            "load_1m_start": self._load[0],
+            "load_1m_end": load[0],
+            "load_5m_end": load[1],
+        }
 
 
 def _errors(timings: list[Timing]) -> tuple[int, dict[str, int]]:
@@ -75,56 +103,66 @@ def _quantiles(name: str, values: list[float], quantiles: tuple[int, ...] = QUAN
     return {f"{name}_p{q}_ms": percentile(values, q) for q in quantiles}
 
 
-def stream_figures(timings: list[Timing], shape: Shape) -> dict[str, Any]:
-    """Latency figures of one load: first line, first and last content, and the gaps between content lines."""
+def stream_figures(timings: list[Timing]) -> dict[str, Any]:
+    """Latency figures of one load: first line, first and last content, and the gaps between content lines.
+
+    Times run from the request's start as the client saw it; for a direct run, from the start of
+    its sequence of upstream calls, so they compare with an app's one to one.
+    """
     errors, kinds = _errors(timings)
     gaps = [gap * 1000 for timing in timings for gap in timing.gaps()]
-    figures: dict[str, Any] = {
+    return {
         "requests": len(timings),
         "errors": errors,
         "error_kinds": kinds,
         "content_lines": sum(len(timing.content) for timing in timings),
         **_quantiles("gap", gaps, (50, 99)),
-        **_quantiles("first_line", [ms(t.to_first_line) for t in timings if t.first_line is not None], (50, 99)),
-        **_quantiles("first_content", [ms(t.to_first_content) for t in timings if t.content], (50, 99)),
+        **_quantiles("first_line", [ms(t.to_first_line) for t in timings if t.first_line is not None]),
+        **_quantiles("first_content", [ms(t.to_first_content) for t in timings if t.content]),
         **_quantiles("last_content", [ms(t.to_last_content) for t in timings if t.content], (50, 99)),
     }
-    interval_ms = shape.interval * 1000
-    figures["added_gap_p50_ms"] = figures["gap_p50_ms"] - interval_ms
-    figures["added_gap_p99_ms"] = figures["gap_p99_ms"] - interval_ms
-    return figures
 
 
-def cpu_figures(used: dict[str, float], tokens: int) -> dict[str, float]:
-    """CPU µs per token of each process, how busy each core was with our processes and with others'
-    (CPU seconds per wall second; meaningful when pinned)."""
-    wall, app, harness = used["wall"], used.get("app", 0.0), used["client"] + used["upstream"]
-    processes = ("app", "client", "upstream")
-    per_token = {f"{name}_cpu_us_per_token": used[name] / max(tokens, 1) * 1e6 for name in processes if name in used}
+def cpu_figures(used: dict[str, float], tokens: int, requests: int) -> dict[str, float]:
+    """CPU per token and per request of each process (every upstream call of a request counted), how
+    busy each core was with our processes and with others' (CPU seconds per wall second), and the load."""
+    wall = used["wall"]
+    app, harness = used.get("app", 0.0), used["client"] + used["upstream"]
+    figures = {
+        f"{name}_cpu_us_per_token": used[name] / max(tokens, 1) * 1e6
+        for name in ("app", "client", "upstream")
+        if name in used
+    }
+    if "app" in used:
+        figures["app_cpu_ms_per_request"] = app / max(requests, 1) * 1000
     return {
-        **per_token,
+        **figures,
         "app_core_busy": app / wall,
         "harness_core_busy": harness / wall,
         "other_load_core0": max(used[f"core{APP_CORE}"] - app, 0.0) / wall,
         "other_load_core1": max(used[f"core{HARNESS_CORE}"] - harness, 0.0) / wall,
         "wall_s": wall,
+        "load_1m_start": used["load_1m_start"],
+        "load_1m_end": used["load_1m_end"],
+        "load_5m_end": used["load_5m_end"],
     }
 
 
-def memory_figures(idle_kib: int, peak: Peak, open_streams: int) -> dict[str, float]:
+def memory_figures(idle_kib: int, peak: Peak) -> dict[str, float]:
+    """RSS above idle at its peak, per stream open at the peak of open streams (as the client counted them)."""
     return {
         "rss_idle_mib": idle_kib / 1024,
         "rss_peak_mib": peak.rss_kib / 1024,
-        "rss_per_stream_kib": (peak.rss_kib - idle_kib) / open_streams,
+        "rss_per_stream_kib": (peak.rss_kib - idle_kib) / max(peak.open_requests, 1),
         "peak_open": peak.open_requests,
     }
 
 
 async def _sequential(request: Request, count: int) -> list[Timing]:
     timings = []
-    for _ in range(count):
+    for number in range(count):
         timing = Timing()
-        await request(timing)
+        await request(timing, number)
         timings.append(timing)
     return timings
 
@@ -132,130 +170,180 @@ async def _sequential(request: Request, count: int) -> list[Timing]:
 async def warm_up(client: LoadClient, stack: Stack, count: int) -> None:
     """A few short requests, so first-use costs (imports, connections, caches) stay out of the figures."""
     url, body = f"{stack.app_url}/api/chat/stream", Bodies.for_shape(WARM_UP).chat
-    await _sequential(lambda t: client.stream(t, url, body, WARM_UP.content_lines), count)
+    await _sequential(lambda t, _: client.stream(t, url, body, WARM_UP.content_lines), count)
 
 
-# --- 1. A lone request, through the app and straight at the upstream --------------------------------
+def app_request(stack: Stack, shape: Shape, client: LoadClient) -> Request:
+    """One streamed chat request to whatever answers on the app's port, from its own client address."""
+    body, url, expected = Bodies.for_shape(shape).chat, f"{stack.app_url}/api/chat/stream", shape.content_lines
+    return lambda timing, user: client.stream(timing, url, body, expected, client=VICTIM_ADDRESS.format(user % 250))
 
 
-async def lone_run(stack: Stack, config: Config) -> dict[str, Any]:
-    """``lone_requests`` sequential requests through the app, then the same number of direct sequences."""
-    shape, bodies = config.lone, Bodies.for_shape(config.lone)
-    url = f"{stack.app_url}/api/chat/stream"
+def direct_request(stack: Stack, shape: Shape, client: LoadClient) -> Request:
+    bodies, expected = Bodies.for_shape(shape), shape.content_lines
+    return lambda timing, _: client.direct_sequence(timing, stack.upstream_url, bodies, expected)
+
+
+# --- 1. A lone request: its first token, and the CPU it costs ---------------------------------------
+
+
+async def lone_run(stack: Stack, config: Config, kind: AppKind | None) -> dict[str, Any]:
+    """``lone_requests`` sequential requests with 1-token answers through a fresh ``kind`` process (None:
+    straight at the upstream). The app's CPU per request is then the cost of a request up to and with
+    its first token: setup, not streaming."""
+    probes = {"upstream": stack.upstream_probe, "client": this_process()}
     async with LoadClient(config.timeout) as client:
-        await warm_up(client, stack, config.warmup)
-        await _sequential(lambda t: client.direct_sequence(t, stack.upstream_url, bodies, shape.content_lines), 2)
-        meter = Meter({"app": stack.app_probe, "upstream": stack.upstream_probe, "client": this_process()})
-        app = await _sequential(lambda t: client.stream(t, url, bodies.chat, shape.content_lines), config.lone_requests)
+        if kind is None:
+            request = direct_request(stack, config.lone, client)
+            await _sequential(request, 2)
+        else:
+            probes["app"] = stack.start_app(kind)
+            await warm_up(client, stack, config.warmup)
+            request = app_request(stack, config.lone, client)
+        meter = Meter(probes)
+        timings = await _sequential(request, config.lone_requests)
         used = meter.stop()
-        direct = await _sequential(
-            lambda t: client.direct_sequence(t, stack.upstream_url, bodies, shape.content_lines), config.lone_requests
-        )
-    figures = lone_figures(app, direct)
-    # A lone request's answer is short, so this is mostly the fixed cost of a request (pipeline, calls, search).
-    figures["app_cpu_ms_per_request"] = used["app"] / len(app) * 1000
-    figures["lone_tokens_per_request"] = shape.content_lines
+    figures = stream_figures(timings)
+    figures.update(cpu_figures(used, figures["content_lines"], len(timings)))
     return figures
 
 
-def lone_figures(app: list[Timing], direct: list[Timing]) -> dict[str, Any]:
-    app_errors, app_kinds = _errors(app)
-    direct_errors, direct_kinds = _errors(direct)
-    ok_direct = [t for t in direct if t.content]
-    figures: dict[str, Any] = {
-        "app_errors": app_errors,
-        "direct_errors": direct_errors,
-        "error_kinds": {**app_kinds, **{f"direct:{kind}": n for kind, n in direct_kinds.items()}},
-        **_quantiles("app_first_line", [ms(t.to_first_line) for t in app if t.first_line is not None]),
-        **_quantiles("app_first_content", [ms(t.to_first_content) for t in app if t.content]),
-        **_quantiles("direct_waits", [ms(t.prelude) for t in ok_direct]),
-        **_quantiles("direct_stream_first_content", [ms(t.to_first_content) - ms(t.prelude) for t in ok_direct]),
-        **_quantiles("direct_first_line", [ms(t.to_first_line) for t in ok_direct]),
-        **_quantiles("direct_first_content", [ms(t.to_first_content) for t in ok_direct]),
-    }
-    for q in QUANTILES:
-        figures[f"added_first_content_p{q}_ms"] = (
-            figures[f"app_first_content_p{q}_ms"] - figures[f"direct_first_content_p{q}_ms"]
-        )
-    return figures
-
-
-# --- 2. Concurrency sweep -------------------------------------------------------------------------
+# --- 2. Concurrency: a sweep of steady loads, and a burst arriving at once ----------------------------
 
 
 async def _loaded_point(
     stack: Stack,
     config: Config,
     workers: int,
-    make_request: Callable[[LoadClient], Request],
-    app_probe: ProcessProbe | None,
+    kind: AppKind | None,
+    *,
+    ramp: float,
+    rounds: int,
+    fresh: bool,
+    shape: Shape,
 ) -> tuple[list[Timing], Peak, dict[str, float], int]:
-    """Run one closed-loop load; the app's CPU and memory are read when ``app_probe`` is given."""
+    """Run one closed-loop load through a ``kind`` process, fresh or the running one (None: straight at
+    the upstream)."""
     probes = {"upstream": stack.upstream_probe, "client": this_process()}
-    if app_probe is not None:
-        probes["app"] = app_probe
+    app_probe = None if kind is None else stack.start_app(kind) if fresh else stack.app_probe
     async with LoadClient(config.timeout) as client:
         if app_probe is not None:
+            probes["app"] = app_probe
             await warm_up(client, stack, config.warmup)
+            request = app_request(stack, shape, client)
+        else:
+            request = direct_request(stack, shape, client)
         await asyncio.sleep(SETTLE_SECONDS)
         idle = app_probe.rss_kib() if app_probe is not None else 0
         meter = Meter(probes)
         timings, peak = await closed_loop(
-            client,
-            make_request(client),
-            workers=workers,
-            rounds=config.rounds,
-            ramp=config.ramp,
-            deadline=config.deadline,
-            probe=app_probe,
+            client, request, workers=workers, rounds=rounds, ramp=ramp, deadline=config.deadline, probe=app_probe
         )
         used = meter.stop()
     return timings, peak, used, idle
 
 
-async def app_stream_run(stack: Stack, config: Config, workers: int, *, fresh: bool = True) -> dict[str, Any]:
-    """``workers`` concurrent streams through a fresh app process (or the running one, for a profiler)."""
-    probe = stack.start_app() if fresh else stack.app_probe
-    bodies, url = Bodies.for_shape(config.sweep), f"{stack.app_url}/api/chat/stream"
-    expected = config.sweep.content_lines
-
-    def make_request(client: LoadClient) -> Request:
-        return lambda timing: client.stream(timing, url, bodies.chat, expected)
-
-    timings, peak, used, idle = await _loaded_point(stack, config, workers, make_request, probe)
-    figures = stream_figures(timings, config.sweep)
-    figures.update(cpu_figures(used, figures["content_lines"]))
-    figures.update(memory_figures(idle, peak, workers))
-    figures["app_cpu_ms_per_request"] = used["app"] / len(timings) * 1000
+async def stream_run(
+    stack: Stack,
+    config: Config,
+    workers: int,
+    kind: AppKind | None,
+    *,
+    burst: bool = False,
+    fresh: bool = True,
+    shape: Shape | None = None,
+) -> dict[str, Any]:
+    """``workers`` concurrent users streaming answers: started over ``config.ramp`` with ``config.rounds``
+    streams each (a steady load), or with ``burst`` all at once with one stream each. ``fresh=False``
+    measures the running app process (a profiler is attached to it); ``shape`` replaces the sweep's
+    answers (1-token answers measure a request's setup under load)."""
+    ramp, rounds = (0.0, 1) if burst else (config.ramp, config.rounds)
+    timings, peak, used, idle = await _loaded_point(
+        stack, config, workers, kind, ramp=ramp, rounds=rounds, fresh=fresh, shape=shape or config.sweep
+    )
+    figures = stream_figures(timings)
+    figures.update(cpu_figures(used, figures["content_lines"], len(timings)))
+    if kind is not None:
+        figures.update(memory_figures(idle, peak))
     figures["offered_tokens_per_s"] = workers * config.sweep.tps
     return figures
 
 
-async def direct_stream_run(stack: Stack, config: Config, workers: int) -> dict[str, Any]:
-    """The same load straight at the upstream (rewrite, embedding, stream): the harness's own cost and jitter."""
-    bodies, expected = Bodies.for_shape(config.sweep), config.sweep.content_lines
+# --- 3. One client floods the API (issue 10): do the others notice? ----------------------------------
 
-    def make_request(client: LoadClient) -> Request:
-        return lambda timing: client.direct_sequence(timing, stack.upstream_url, bodies, expected)
 
-    timings, _, used, _ = await _loaded_point(stack, config, workers, make_request, None)
-    figures = stream_figures(timings, config.sweep)
-    figures.update(cpu_figures(used, figures["content_lines"]))
+async def flood_run(stack: Stack, config: Config, *, flooding: bool) -> dict[str, Any]:
+    """``config.flood.victims`` clients (one X-Forwarded-For address each) streaming through a fresh app,
+    alone or beside one flooding client; the figures are the victims' only, plus what the flooder got."""
+    flood = config.flood
+    probe = stack.start_app("app")
+    stop = asyncio.Event()
+    flooder_timings: list[Timing] = []
+    body, url = Bodies.for_shape(config.sweep).chat, f"{stack.app_url}/api/chat/stream"
+
+    async def flooder(client: LoadClient) -> None:
+        while not stop.is_set():
+            timing = Timing()
+            flooder_timings.append(timing)
+            await client.stream(timing, url, body, config.sweep.content_lines, client=FLOODER_ADDRESS)
+            if timing.error is not None:
+                await asyncio.sleep(0.01)  # refused at once: keep asking, without spinning the harness core
+
+    async with LoadClient(config.timeout) as victims, LoadClient(config.timeout) as flooding_client:
+        await warm_up(victims, stack, config.warmup)
+        loops = [asyncio.create_task(flooder(flooding_client)) for _ in range(flood.flooders if flooding else 0)]
+        await asyncio.sleep(config.sweep.duration(config.embed_delay) if flooding else SETTLE_SECONDS)
+        meter = Meter({"app": probe, "upstream": stack.upstream_probe, "client": this_process()})
+        try:
+            timings, _ = await closed_loop(
+                victims,
+                app_request(stack, config.sweep, victims),
+                workers=flood.victims,
+                rounds=config.rounds,
+                ramp=config.ramp,
+                deadline=config.deadline,
+            )
+        finally:
+            used = meter.stop()
+            stop.set()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+    figures = stream_figures(timings)
+    figures.update(cpu_figures(used, figures["content_lines"], len(timings)))
+    statuses = Counter(timing.error or "ok" for timing in flooder_timings)
+    figures["flooder_requests"] = len(flooder_timings)
+    figures["flooder_outcomes"] = dict(statuses)
+    figures["flooder_requests_per_minute"] = len(flooder_timings) / max(used["wall"], 1e-9) * 60
     return figures
 
 
-# --- 3. The non-streaming endpoint ----------------------------------------------------------------
+# --- 4. The non-streaming endpoint ----------------------------------------------------------------
 
 
-async def app_whole_run(stack: Stack, config: Config, workers: int) -> dict[str, Any]:
+async def whole_run(stack: Stack, config: Config, workers: int) -> dict[str, Any]:
     """``workers`` concurrent POST /api/chat through a fresh app: latency to the full answer, CPU per token."""
-    probe = stack.start_app()
-    bodies, url = Bodies.for_shape(config.sweep), f"{stack.app_url}/api/chat"
+    probe = stack.start_app("app")
+    body, url = Bodies.for_shape(config.sweep).chat, f"{stack.app_url}/api/chat"
+    async with LoadClient(config.timeout) as client:
+        await warm_up(client, stack, config.warmup)
+        await asyncio.sleep(SETTLE_SECONDS)
+        idle = probe.rss_kib()
+        meter = Meter({"app": probe, "upstream": stack.upstream_probe, "client": this_process()})
 
-    def make_request(client: LoadClient) -> Request:
-        return lambda timing: client.whole(timing, url, bodies.chat, b'"finishReason"')
+        def request(timing: Timing, user: int) -> Awaitable[None]:
+            return client.whole(timing, url, body, b'"finishReason"', client=VICTIM_ADDRESS.format(user % 250))
 
-    timings, peak, used, idle = await _loaded_point(stack, config, workers, make_request, probe)
+        timings, peak = await closed_loop(
+            client,
+            request,
+            workers=workers,
+            rounds=config.rounds,
+            ramp=config.ramp,
+            deadline=config.deadline,
+            probe=probe,
+        )
+        used = meter.stop()
     errors, kinds = _errors(timings)
     tokens = (len(timings) - errors) * config.sweep.content_lines
     figures: dict[str, Any] = {
@@ -264,6 +352,28 @@ async def app_whole_run(stack: Stack, config: Config, workers: int) -> dict[str,
         "error_kinds": kinds,
         **_quantiles("answer", [ms(t.to_end) for t in timings if t.error is None], (50, 99)),
     }
-    figures.update(cpu_figures(used, tokens))
-    figures.update(memory_figures(idle, peak, workers))
+    figures.update(cpu_figures(used, tokens, len(timings)))
+    figures.update(memory_figures(idle, peak))
+    return figures
+
+
+# --- 5. A request's CPU by stage, and its profile ---------------------------------------------------
+
+
+async def stages_run(stack: Stack, config: Config) -> dict[str, Any]:
+    """Sequential 1-token requests through the instrumented app (benchmarks/request_cpu.py): CPU per stage,
+    then as many again under cProfile (its statistics at ``stack.profile_path``)."""
+    stack.start_app("stages")
+    base = stack.app_url
+    async with LoadClient(config.timeout) as client:
+        await warm_up(client, stack, config.warmup)
+        request = app_request(stack, config.lone, client)
+        await client.session.post(f"{base}/_profile", json={"on": True})
+        timings = await _sequential(request, config.lone_requests)
+        async with client.session.get(f"{base}/_stages") as response:
+            figures: dict[str, Any] = await response.json()
+        await client.session.post(f"{base}/_profile", json={"on": True, "profile": True})
+        await _sequential(request, config.lone_requests)
+        await client.session.post(f"{base}/_profile", json={"on": False})
+    figures["errors"], _ = _errors(timings)
     return figures

@@ -13,14 +13,18 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from chat.localstack import SAMPLE_DOCS_FOLDER, Server, free_port
-from chat.settings import PROJECT_ROOT, all_variables
+from chat.settings import PROJECT_ROOT, LocalOpenAISettings, all_variables
 
 APP_CORE = 0
 HARNESS_CORE = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_SECONDS = 60.0
+# What answers on the app's port: the product, or the typical SDK-based backend (benchmarks/baselines/).
+# "stages" is the product instrumented per stage, in one process (benchmarks/request_cpu.py).
+AppKind = Literal["app", "baseline", "stages"]
 
 
 @dataclass(frozen=True)
@@ -157,15 +161,29 @@ class Stack:
         if done.returncode != 0:
             raise RuntimeError(f"ingest failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
 
-    def start_app(self) -> ProcessProbe:
-        """A fresh app process (a clean baseline for CPU and memory); an earlier one is stopped first."""
+    def start_app(self, kind: AppKind = "app") -> ProcessProbe:
+        """A fresh process of the app or of a baseline (a clean start for CPU and memory) on the app's
+        port and core; an earlier one is stopped first."""
         if self.app is not None:
             self.app.stop()
-        command = [sys.executable, "-m", "chat.devserver", "--port", str(self.app_port)]
-        command += ["--settings", "/nonexistent", "--log-level", "warning"]
-        self.app = self._server("app", self.pinning.prefix(APP_CORE) + command, "/api/health")
+        if kind == "app":
+            command = [sys.executable, "-m", "chat.devserver", "--port", str(self.app_port)]
+            command += ["--settings", "/nonexistent", "--log-level", "warning"]
+        elif kind == "stages":
+            command = [sys.executable, "-m", "benchmarks.request_cpu", "--port", str(self.app_port)]
+            command += ["--profile-output", str(self.profile_path)]
+        else:
+            command = [sys.executable, "-m", "benchmarks.baselines.sdk_app", "--port", str(self.app_port)]
+            command += ["--upstream", f"{self.upstream_url}/v1", "--index", str(self.workdir / "index.sqlite")]
+            command += ["--embedding-model", LocalOpenAISettings.model_fields["local_embedding_model"].default]
+        self.app = self._server(kind, self.pinning.prefix(APP_CORE) + command, "/api/health")
         self.app.start(READY_TIMEOUT_SECONDS)
         return self.app_probe
+
+    @property
+    def profile_path(self) -> Path:
+        """Where the "stages" process writes its cProfile statistics."""
+        return self.workdir / "request.pstats"
 
     @property
     def app_probe(self) -> ProcessProbe:

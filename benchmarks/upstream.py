@@ -8,6 +8,12 @@ Timing and faults are set per process (command-line options) and can be overridd
 request by a directive in the last user message, so one running upstream serves every
 scenario of a test suite: ``[[upstream ttft=0.3 tps=20 tokens=60 fail=drop after=5]]``.
 
+Latency applies to every call, as with a real model: the process option ``--ttft`` is the
+wait before the first streamed chunk AND before a non-streamed answer (query rewrite,
+follow-ups), unless ``--delay`` sets the latter apart; ``--embed-delay`` is the embeddings
+call's. A directive's ``ttft`` changes the streamed answer's wait only and ``delay`` the
+non-streamed calls', so a test can slow one call without the others.
+
 Directives:
     ttft=SECONDS       delay before the first streamed chunk
     tps=N              tokens per second after that
@@ -19,7 +25,7 @@ Directives:
     status=CODE        with fail=status: the HTTP status to answer
     times=N            with fail=status: only the first N attempts of this message fail
     retry_after=S      with fail=status: the Retry-After header
-    delay=SECONDS      delay before answering a non-streamed call (the query rewrite)
+    delay=SECONDS      delay before answering a non-streamed call (query rewrite, follow-ups)
 
 Process options only: --embed-delay (embeddings calls carry no directive, just the query).
 
@@ -31,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import re
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -78,7 +86,7 @@ class Behaviour:
     status: int = 500
     times: int = 1_000_000
     retry_after: float = 0.0
-    delay: float = 0.0
+    delay: float = 0.05  # the process default follows ttft (see main)
     embed_delay: float = 0.0
 
     def override(self, text: str) -> Behaviour:
@@ -133,6 +141,10 @@ def fake_embedding(text: str) -> list[float]:
     return vector
 
 
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
 class SimulatedUpstream:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
@@ -174,7 +186,12 @@ class SimulatedUpstream:
         await asyncio.sleep(self.behaviour.embed_delay)
         texts = request.get("input") or []
         texts = [texts] if isinstance(texts, str) else texts
-        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(texts)]
+        # Like OpenAI and Azure OpenAI: base64 of little-endian float32 when asked (the openai SDK asks by
+        # default), a list of floats otherwise. Floats would cost the SDK a model per number to parse.
+        encode = _base64 if request.get("encoding_format") == "base64" else list
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode(fake_embedding(t))} for i, t in enumerate(texts)
+        ]
         usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
         await _json(send, 200, {"object": "list", "data": data, "model": request.get("model"), "usage": usage})
 
@@ -305,15 +322,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tps", type=float, default=defaults.tps)
     parser.add_argument("--tokens", type=int, default=defaults.tokens)
     parser.add_argument("--chunk", type=int, default=defaults.chunk)
-    parser.add_argument("--delay", type=float, default=defaults.delay, help="query rewrite answer delay")
-    parser.add_argument("--embed-delay", type=float, default=defaults.embed_delay)
+    parser.add_argument(
+        "--delay", type=float, help="wait before a non-streamed answer (query rewrite, follow-ups); default: --ttft"
+    )
+    parser.add_argument("--embed-delay", type=float, default=defaults.embed_delay, help="wait before embeddings")
     args = parser.parse_args(argv)
     behaviour = Behaviour(
         ttft=args.ttft,
         tps=args.tps,
         tokens=args.tokens,
         chunk=args.chunk,
-        delay=args.delay,
+        delay=args.ttft if args.delay is None else args.delay,
         embed_delay=args.embed_delay,
     )
     uvicorn.run(SimulatedUpstream(behaviour), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
