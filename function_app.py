@@ -16,8 +16,12 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 from pydantic import ValidationError
 
-from chat import telemetry, tokens, web
-from chat.access import (
+from chat import telemetry, tokens
+from chat.client_limits import Slot, TooManyRequests
+from chat.errors import ChatError, InvalidRequest, NotConfigured
+from chat.events import ChatEvent
+from chat.http import web
+from chat.http.access import (
     FORWARDED_FOR_HEADER,
     PRINCIPAL_ID_HEADER,
     PRINCIPAL_NAME_HEADER,
@@ -26,14 +30,11 @@ from chat.access import (
     identify,
     require_principal,
 )
-from chat.client_limits import Slot, TooManyRequests
-from chat.errors import ChatError, InvalidRequest, NotConfigured
-from chat.events import ChatEvent
+from chat.http.ndjson import API_HEADERS, NdjsonStreamingResponse, ndjson_lines, report
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
 from chat.settings import ConfigurationError, LimitSettings, SecuritySettings, get_settings
-from chat.streaming import API_HEADERS, NdjsonStreamingResponse, ndjson_lines, report
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ async def page(req: Request) -> Response:
 
 @app.route(route="assets/{*path}", methods=["GET"])
 async def assets(req: Request) -> Response:
-    """The page's scripts and styles, from chat/web/."""
+    """The page's scripts and styles, from chat/http/web/."""
     security = _page_security()
     origins = security.connect_origins if security else ()
     return web.asset(req.path_params.get("path", ""), req.scope.get("raw_path"), origins)

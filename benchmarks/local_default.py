@@ -29,7 +29,7 @@ from openai import AsyncOpenAI
 
 from chat import answer_eval
 from chat.evaluate import load_questions
-from chat.ingest import chunk_documents, collect_files, embed_chunks
+from chat.ingest.cli import chunk_documents, collect_files, embed_chunks
 from chat.localstack import embedding_server, free_port, model_server, running
 from chat.providers.llm import Embedder
 from chat.providers.local_index import LocalIndexRetriever, LocalIndexWriter

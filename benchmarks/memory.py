@@ -3,7 +3,7 @@
     python -m benchmarks.memory              # 200 streams; JSON in benchmarks/results/memory-<time>.json
     python -m benchmarks.memory --streams 50 --output-dir /tmp
 
-The app (chat.devserver's ASGI app) runs in this process under uvicorn with tracemalloc on;
+The app (chat.http.devserver's ASGI app) runs in this process under uvicorn with tracemalloc on;
 a child process (the load client, on the other core) opens ``--streams`` streams whose answers
 come slowly from the simulated upstream, so that all are open, mid-answer, at the moment of
 the second snapshot. The difference between a snapshot after a warm-up and that one, divided
@@ -84,7 +84,7 @@ async def hold_streams(url: str, streams: int, seconds: float) -> None:
 async def _measure(port: int, streams: int, child: list[str]) -> dict[str, Any]:
     import uvicorn
 
-    from chat.devserver import create_app
+    from chat.http.devserver import create_app
 
     config = uvicorn.Config(create_app(Path("/nonexistent")), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)

@@ -48,7 +48,7 @@ SCAFFOLDING_FILES = (
     "uvicorn/main.py",
     "uvicorn/server.py",
     "uvicorn/_compat.py",
-    "chat/devserver.py",
+    "chat/http/devserver.py",
     "threading.py",
     "concurrent/futures/thread.py",
 )

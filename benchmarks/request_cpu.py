@@ -1,6 +1,6 @@
 """Where a request's CPU goes before its first token: the real app, stage by stage, without a profiler.
 
-The app (chat.devserver's ASGI app) runs in this process under uvicorn, with the pipeline's
+The app (chat.http.devserver's ASGI app) runs in this process under uvicorn, with the pipeline's
 provider calls wrapped in CPU meters (``time.process_time``: every thread of the process,
 so the local index's worker thread counts). Requests come one at a time from the harness (another
 process), so all the CPU the process spends while a stage is in progress is that stage's. An
@@ -162,7 +162,7 @@ async def _switch_profile(receive: Any, send: Send, meters: Meters, output: Path
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from chat.devserver import create_app
+    from chat.http.devserver import create_app
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)

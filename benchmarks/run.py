@@ -8,7 +8,7 @@
     python -m benchmarks.run --scenarios lone,stages   # only some scenarios (a table without data shows "-")
     python -m benchmarks.report [FILE]   # the tables again from a results file (--write: into the docs)
 
-The app (python -m chat.devserver), or the baseline (benchmarks/baselines/sdk_app.py), runs
+The app (python -m chat.http.devserver), or the baseline (benchmarks/baselines/sdk_app.py), runs
 alone on core 0; the simulated upstream (python -m benchmarks.upstream) and this load client
 share core 1 (../shared/benchmarking.md). The upstream takes its time for every call: the
 query rewrite and the answer's first token wait ``--ttft``, the embedding ``--embed-delay``.

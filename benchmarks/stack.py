@@ -167,7 +167,7 @@ class Stack:
         if self.app is not None:
             self.app.stop()
         if kind == "app":
-            command = [sys.executable, "-m", "chat.devserver", "--port", str(self.app_port)]
+            command = [sys.executable, "-m", "chat.http.devserver", "--port", str(self.app_port)]
             command += ["--settings", "/nonexistent", "--log-level", "warning"]
         elif kind == "stages":
             command = [sys.executable, "-m", "benchmarks.request_cpu", "--port", str(self.app_port)]

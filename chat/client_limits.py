@@ -1,6 +1,6 @@
 """Per-client limits in one instance: answers open at once, and requests in the last minute.
 
-A client is a key from chat.access (the signed-in user, else the address). Both limits live in
+A client is a key from chat.http.access (the signed-in user, else the address). Both limits live in
 this process's memory, so they hold per instance: with N instances a client may get N times as
 much, and rate limiting across instances belongs in front of the app (API Management, Front Door).
 

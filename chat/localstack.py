@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-host", action="store_true", help="start only the model servers (for `func start`)")
     args = parser.parse_args(argv)
 
-    from chat import devserver, ingest
+    from chat.http import devserver
+    from chat.ingest import cli as ingest
 
     devserver.load_local_settings()
     settings = get_settings()

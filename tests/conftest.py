@@ -20,8 +20,8 @@ from openai.resources.embeddings import AsyncEmbeddings
 
 from benchmarks.stack import child_environment as child_environment  # tests import it from here
 from chat import tokens
-from chat.devserver import create_app
-from chat.ingest import chunk_documents, collect_files, ingest
+from chat.http.devserver import create_app
+from chat.ingest.cli import chunk_documents, collect_files, ingest
 from chat.localstack import Server, free_port, running
 from chat.providers.llm import build_openai_clients
 from chat.providers.local_index import LocalIndexWriter
@@ -252,7 +252,7 @@ def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api
     """The local host as a child process on a free port, reading no local.settings.json; and its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "chat.devserver", "--port", str(port), "--settings", str(root / "none.json")]
+    command = [sys.executable, "-m", "chat.http.devserver", "--port", str(port), "--settings", str(root / "none.json")]
     return Server("host", command, url + ready_path, env=environment, log_dir=root), url
 
 

@@ -1,10 +1,10 @@
-"""chat.access: which caller a request is, and which headers may say so."""
+"""chat.http.access: which caller a request is, and which headers may say so."""
 
 from __future__ import annotations
 
 import pytest
 
-from chat.access import Unauthenticated, client_address, identify, require_principal
+from chat.http.access import Unauthenticated, client_address, identify, require_principal
 from chat.settings import SecuritySettings
 
 

@@ -26,7 +26,7 @@ from azure.search.documents.indexes.aio import SearchIndexClient
 from azure.search.documents.indexes.models import SearchIndex
 from azure.search.documents.models import IndexingResult
 
-from chat.ingest import chunk_id, main
+from chat.ingest.cli import chunk_id, main
 from tests.conftest import write_documents
 from tests.sdk_fakes import EmbeddingScript, SearchResults
 

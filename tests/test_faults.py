@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from chat.devserver import create_app
+from chat.http.devserver import create_app
 from chat.localstack import free_port, running
 from chat.settings import get_settings
 from tests.conftest import HOST_LIMITS, LocalStack, child_environment, host_server

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
 import function_app
-from chat.devserver import http_functions
+from chat.http.devserver import http_functions
 from tests.sdk_fakes import ChatScript, EmbeddingScript
 
 QUESTION = {"messages": [{"role": "user", "content": "Which pizza has mushroom and pineapple?"}]}

@@ -1290,7 +1290,14 @@ def funcignore() -> Any:
 
 @pytest.mark.parametrize(
     "path",
-    ["function_app.py", "host.json", "requirements.txt", "chat/__init__.py", "chat/web/index.html", "chat/data/x.json"],
+    [
+        "function_app.py",
+        "host.json",
+        "requirements.txt",
+        "chat/__init__.py",
+        "chat/http/web/index.html",
+        "chat/data/x.json",
+    ],
 )
 def test_funcignore_keeps(path: str) -> None:
     assert not funcignore().match_file(path)

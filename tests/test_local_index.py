@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from pypdf import PdfWriter
 
-from chat.chunking import chunk_text, count_tokens
-from chat.documents import DocumentError, read_document
 from chat.errors import UpstreamError
 from chat.evaluate import first_relevant_rank, load_questions
-from chat.ingest import EXIT_ERROR, IngestError, chunk_documents, chunk_id, collect_files, main
+from chat.ingest.chunking import chunk_text, count_tokens
+from chat.ingest.cli import EXIT_ERROR, IngestError, chunk_documents, chunk_id, collect_files, main
+from chat.ingest.documents import DocumentError, read_document
 from chat.providers.llm import build_openai_clients
 from chat.providers.local_index import SCHEMA_VERSION, LocalIndexRetriever, fts_query, rrf
 from chat.services import get_services

@@ -211,7 +211,7 @@ async def test_closing_the_stream_mid_answer_closes_the_upstream_response_at_onc
     local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript
 ) -> None:
     """What the response's background task does when the client leaves while a line is being sent."""
-    from chat.streaming import ndjson_lines
+    from chat.http.ndjson import ndjson_lines
 
     lines = ndjson_lines(pipeline(chat_request()), None)
     async for line in lines:

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from chat.devserver import create_app
+from chat.http.devserver import create_app
 from chat.localstack import running
 from chat.services import close_services, get_services
 from chat.settings import PROJECT_ROOT, get_settings

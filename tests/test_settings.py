@@ -67,7 +67,7 @@ def test_only_settings_reads_the_environment() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if re.search(r"\bos\.(environ|getenv)|\bgetenv\(|from os import", line):
                 uses.append((path.relative_to(PROJECT_ROOT).as_posix(), line.strip()))
-    assert uses == [("chat/devserver.py", "os.environ.setdefault(name, str(value))")]
+    assert uses == [("chat/http/devserver.py", "os.environ.setdefault(name, str(value))")]
 
 
 @pytest.mark.parametrize(

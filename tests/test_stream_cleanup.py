@@ -18,9 +18,9 @@ import pytest
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from chat.http.ndjson import NdjsonStreamingResponse
 from chat.services import get_services
 from chat.settings import get_settings
-from chat.streaming import NdjsonStreamingResponse
 from tests.sdk_fakes import ChatScript, EmbeddingScript
 from tests.test_functions import QUESTION, handler, make_request
 

@@ -1,6 +1,6 @@
 """The chat page in a real browser: Debian's chromium driven by Playwright, against the local host.
 
-The page comes from the running local host (``local_stack``: chat.devserver and the simulated
+The page comes from the running local host (``local_stack``: chat.http.devserver and the simulated
 upstream, tests/conftest.py); the upstream's timing and faults are chosen per question by a
 ``[[upstream ...]]`` directive (benchmarks/upstream.py). Every state is checked with axe-core
 (axe-playwright-python) and photographed under test-artifacts/web/ for a person to look at.

@@ -33,10 +33,18 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 from tqdm import tqdm
 
-from chat.auth_wait import AZURE_OPENAI, AZURE_SEARCH, DEFAULT_WAIT_SECONDS, NO_WAIT, AuthWait, RoleMissing, Service
-from chat.chunking import chunk_text
-from chat.documents import SUPPORTED_SUFFIXES, DocumentError, read_document
 from chat.errors import ChatError
+from chat.ingest.auth_wait import (
+    AZURE_OPENAI,
+    AZURE_SEARCH,
+    DEFAULT_WAIT_SECONDS,
+    NO_WAIT,
+    AuthWait,
+    RoleMissing,
+    Service,
+)
+from chat.ingest.chunking import chunk_text
+from chat.ingest.documents import SUPPORTED_SUFFIXES, DocumentError, read_document
 from chat.providers.identity import azure_credential
 from chat.providers.llm import Embedder, build_openai_clients
 from chat.providers.retriever import Chunk, IndexedChunk, IndexWriter

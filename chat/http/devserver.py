@@ -7,7 +7,7 @@ the environment like ``func start`` does, without overriding variables already s
 applies ``Host.CORS`` from the same file. Each request reaches the handler as the starlette
 Request the http-fastapi extension gives it in Azure.
 
-    python -m chat.devserver [--host 127.0.0.1] [--port 7071] [--settings local.settings.json]
+    python -m chat.http.devserver [--host 127.0.0.1] [--port 7071] [--settings local.settings.json]
 """
 
 from __future__ import annotations
