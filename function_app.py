@@ -114,7 +114,10 @@ async def _read_chat_request(req: Request, services: Services) -> ChatRequest:
 
 
 def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+    settings = services.settings
+    return answer(
+        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance.enabled
+    )
 
 
 async def _admit(req: Request) -> tuple[Services, ChatRequest, Slot]:

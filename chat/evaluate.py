@@ -1,11 +1,16 @@
-"""Retrieval quality of the configured index: hit rate at k and MRR for text, vector and hybrid search.
+"""Quality of the configured stack: retrieval (hit rate, MRR), then answers (correct, cited, refused).
 
-    python -m chat.evaluate [--questions data/eval/questions.jsonl] [--k 5]
+    python -m chat.evaluate [--questions data/eval/questions.jsonl] [--k 5] [--answers data/eval/answers.jsonl]
+    python -m chat.evaluate --skip-answers     # retrieval only, no model needed
 
-Each line of the question set is {"question": ..., "expected": [document file names]}; a
-result counts when its document (its citation without ``#page=N``) is expected. The questions
+Retrieval: each line of the question set is {"question": ..., "expected": [document file names]};
+a result counts when its document (its citation without ``#page=N``) is expected. The questions
 go to the retriever as they are, without the model's query rewriting, so the figures measure
-retrieval alone. In local mode the embeddings server is started if it is not running.
+retrieval alone.
+
+Answers: chat.answer_eval runs each question of its set through the real pipeline against whatever
+model is configured. In local mode the servers the configuration needs are started if they are
+not running.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
+from chat import answer_eval
 from chat.events import RetrievalMode
-from chat.localstack import running, servers_to_start
+from chat.localstack import StartupError, running, servers_to_start
 from chat.providers.retriever import Retriever
 from chat.services import close_services, get_services
 from chat.settings import PROJECT_ROOT, get_settings
@@ -83,11 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     parser.add_argument("--k", type=int, default=max(CUTOFFS), help="results retrieved per question")
+    parser.add_argument("--answers", type=Path, default=answer_eval.DEFAULT_SET, help="the answer evaluation set")
+    parser.add_argument("--skip-answers", action="store_true", help="evaluate retrieval only (no model)")
     args = parser.parse_args(argv)
     questions = load_questions(args.questions)
-    with running(servers_to_start(get_settings(), chat_model=False)):
-        scores = asyncio.run(evaluate(questions, args.k))
-    print(table(scores, args.k, len(questions)))
+    try:
+        with running(servers_to_start(get_settings(), chat_model=not args.skip_answers)):
+            scores = asyncio.run(evaluate(questions, args.k))
+            print("Retrieval\n" + table(scores, args.k, len(questions)), flush=True)
+            if not args.skip_answers:
+                print("\nAnswers (the pipeline, the configured model)", flush=True)
+                report = asyncio.run(answer_eval.evaluate(answer_eval.load(args.answers), progress=True))
+                print(report.table())
+    except StartupError as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

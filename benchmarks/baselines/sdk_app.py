@@ -71,7 +71,10 @@ class Backend:
                 model=self.chat_model,
                 messages=[
                     {"role": "system", "content": prompts.ANSWER_PROMPT},
-                    {"role": "user", "content": prompts.answer_question(sources, question)},
+                    {
+                        "role": "user",
+                        "content": prompts.answer_question(sources, question, [result.source for result in results]),
+                    },
                 ],
                 temperature=0.3,
                 stream=True,

@@ -1,0 +1,63 @@
+"""The relevance gate: do the retrieved sources have anything to do with the question?
+
+When none of the question's distinctive words occurs in any retrieved source, the documents do
+not cover it, and the pipeline answers so (prompts.NO_SOURCES_ANSWER) without calling the model: a small model shown
+unrelated sources answers from its own memory ("Canberra [guide.md]") instead of saying it does
+not know. The test is lexical on purpose. A score threshold would depend on the embedding model
+(e5 cosines sit far higher than text-embedding-3's) and on the retrieval mode (hybrid scores,
+local and Azure alike, are reciprocal-rank fusions that say nothing about relevance), while the
+words of the question and of the sources mean the same whatever found them. It is deliberately
+lenient: one shared word (crudely stemmed) lets the question through, so it only stops
+questions that are plainly about something else, and leaves the subtler "not in these documents"
+cases to the model's prompt. Measured on data/eval/answers.jsonl by `python -m chat.evaluate`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from chat.events import SearchResult
+
+# Words that say nothing about a question's subject: function words and the verbs, adverbs and
+# adjectives every question uses ("how long should I make ...").
+_STOPWORDS = frozenset(
+    """
+    a about after again all also am an and any are as at be been before being best better between
+    both but by can could did do does doing done during each either else ever every few for from
+    get gets getting give go good got had has have having he her here how i if in into is it its
+    just know like long make makes making many may me might more most much must my need needs no
+    nor not now of off on once one only or other our out over own please right same say shall she
+    should so some such take tell than that the their them then there these they thing things
+    this those through to too try under until up us use used using very want was way we well were
+    what when where whether which while who whom whose why will with without would yes you your
+    """.split()
+)
+_WORD = re.compile(r"[^\W\d_]+")
+STEM_CHARS = 5
+
+
+def _stems(text: str) -> set[str]:
+    """Word stems: lower-cased, cut to a few characters (preheat, preheating and preheated agree)."""
+    return {word[:STEM_CHARS] for word in _WORD.findall(text.lower()) if word not in _STOPWORDS and len(word) > 2}
+
+
+def covers(query: str, results: Sequence[SearchResult]) -> bool:
+    """Whether the retrieved ``results`` may answer ``query`` (the text that was searched for).
+
+    A query with no distinctive word at all ("what about it?") is let through: there is
+    nothing to judge it by, and the model sees the sources and the conversation.
+    """
+    terms = _stems(query)
+    if not results:
+        return False
+    if not terms:
+        return True
+    return not terms.isdisjoint(_source_stems(results))
+
+
+def _source_stems(results: Iterable[SearchResult]) -> set[str]:
+    stems: set[str] = set()
+    for result in results:
+        stems |= _stems(f"{result.title} {result.content}")
+    return stems

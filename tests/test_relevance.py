@@ -1,0 +1,74 @@
+"""The relevance gate (chat.relevance) and the answer grading of the evaluation (chat.answer_eval)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.answer_eval import has_fact, nearest_rank, refuses
+from chat.events import SearchResult
+from chat.relevance import covers
+
+DOUGH = SearchResult(
+    id="1",
+    title="Neapolitan-Style Pizza Dough > Ingredients",
+    source="neapolitan-dough.md",
+    content="600 g tipo 00 flour, 390 g cool water (65% hydration), 18 g fine sea salt, preheating the oven.",
+)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What hydration does the Neapolitan dough use?",
+        "how much SALT?",
+        "How long should I preheat it?",  # preheat ~ preheating
+        "and what about it?",  # nothing distinctive to judge: let through, the model sees the sources
+    ],
+)
+def test_a_question_sharing_a_distinctive_word_with_a_source_passes(question: str) -> None:
+    assert covers(question, [DOUGH])
+
+
+@pytest.mark.parametrize("question", ["What is the capital of Australia?", "Who won the 1998 World Cup?"])
+def test_a_question_sharing_no_distinctive_word_is_stopped(question: str) -> None:
+    assert not covers(question, [DOUGH])
+
+
+def test_no_sources_cover_nothing() -> None:
+    assert not covers("What hydration does the Neapolitan dough use?", [])
+
+
+@pytest.mark.parametrize(
+    ("answer", "options", "found"),
+    [
+        ("It uses 65 % hydration [neapolitan-dough.md].", ["65%"], True),
+        ("Keep it for up to Three Days.", ["3 days", "three days"], True),
+        ("Bake for 18 minutes.", ["8 min"], False),  # a number matches only whole
+        ("Bake for 8 minutes.", ["8 min"], True),
+        ("Use 0.5 to 1% yeast.", ["5 to 1"], False),
+    ],
+)
+def test_facts_are_matched_loosely_but_numbers_whole(answer: str, options: list[str], found: bool) -> None:
+    assert has_fact(answer, options) is found
+
+
+@pytest.mark.parametrize(
+    ("answer", "refusal"),
+    [
+        ("I don't know, the documents do not say.", True),
+        ("The documents don't cover that.", True),
+        ("That is not mentioned in the sources.", True),
+        ("There is no information about wine.", True),
+        ("Canberra is the capital of Australia.", False),
+        ("Bake it for 10 minutes [hawaiian-pizza.md].", False),
+    ],
+)
+def test_refusals_are_recognised(answer: str, refusal: bool) -> None:
+    assert refuses(answer) is refusal
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(v) for v in range(1, 21)]
+    assert nearest_rank(values, 0.5) == 10.0
+    assert nearest_rank(values, 0.95) == 19.0
+    assert nearest_rank([3.0], 0.95) == 3.0
