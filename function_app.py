@@ -116,7 +116,7 @@ async def _read_chat_request(req: Request, services: Services) -> ChatRequest:
 def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
     settings = services.settings
     return answer(
-        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance.enabled
+        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance_gate
     )
 
 

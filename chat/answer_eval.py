@@ -160,7 +160,7 @@ async def ask(case: Case, services: Services) -> Outcome:
     finish, passes = "none", True
     settings = services.settings
     async for event in answer(
-        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance.enabled
+        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance_gate
     ):
         if isinstance(event, AnswerDelta):
             pieces.append(event.content)

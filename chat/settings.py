@@ -99,13 +99,17 @@ class LocalModelSettings(_EnvGroup):
 
 
 class RelevanceSettings(_EnvGroup):
-    """The relevance gate (chat.relevance): answer "not in the documents" without calling the model."""
+    """The relevance gate (chat.relevance): answer "not in the documents" without calling the model.
 
-    chat_relevance_gate: Literal["on", "off"] = "on"
+    auto: on for local models, which invent answers from sources that do not hold them; off for
+    Azure OpenAI and openai.com, whose models say "I don't know" themselves and whose questions
+    may share no word with the passages that answer them (hybrid search finds those by meaning).
+    """
 
-    @property
-    def enabled(self) -> bool:
-        return self.chat_relevance_gate == "on"
+    chat_relevance_gate: Literal["auto", "on", "off"] = "auto"
+
+    def enabled_for(self, openai_host: OpenAIHost) -> bool:
+        return self.chat_relevance_gate == "on" or (self.chat_relevance_gate == "auto" and openai_host == "local")
 
 
 class AzureSearchSettings(_EnvGroup):
@@ -254,6 +258,11 @@ class Settings(BaseModel):
     answering: AnsweringSettings = Field(default_factory=AnsweringSettings)
     context_windows: ContextWindowSettings = Field(default_factory=ContextWindowSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @property
+    def relevance_gate(self) -> bool:
+        """Whether the relevance gate is on for the configured chat model."""
+        return self.relevance.enabled_for(self.mode.openai_host)
 
     @model_validator(mode="after")
     def _required_for_mode(self) -> Settings:

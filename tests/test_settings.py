@@ -68,3 +68,23 @@ def test_only_settings_reads_the_environment() -> None:
             if re.search(r"\bos\.(environ|getenv)|\bgetenv\(|from os import", line):
                 uses.append((path.relative_to(PROJECT_ROOT).as_posix(), line.strip()))
     assert uses == [("chat/devserver.py", "os.environ.setdefault(name, str(value))")]
+
+
+@pytest.mark.parametrize(
+    ("host", "gate", "enabled"),
+    [
+        ("local", "auto", True),
+        ("azure", "auto", False),
+        ("openai", "auto", False),
+        ("azure", "on", True),
+        ("local", "off", False),
+    ],
+)
+def test_the_relevance_gate_is_on_for_local_models_unless_set(
+    azure_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, host: str, gate: str, enabled: bool
+) -> None:
+    monkeypatch.setenv("OPENAI_HOST", host)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("CHAT_RELEVANCE_GATE", gate)
+    get_settings.cache_clear()
+    assert get_settings().relevance_gate is enabled

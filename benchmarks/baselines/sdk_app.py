@@ -73,7 +73,7 @@ class Backend:
                     {"role": "system", "content": prompts.ANSWER_PROMPT},
                     {
                         "role": "user",
-                        "content": prompts.answer_question(sources, question, [result.source for result in results]),
+                        "content": prompts.answer_question(sources, question, [r.source for r in results]),
                     },
                 ],
                 temperature=0.3,
