@@ -56,10 +56,10 @@ param pythonVersion string = '3.11'
 param instanceMemoryMB int = 2048
 
 // Sizing: concurrent streams = httpPerInstanceConcurrency x maximumInstanceCount, so the defaults
-// allow 200 x 40 = 8,000 open streams. One instance streamed 400 at once on one core within the
-// latency targets (docs/performance.md); a user keeps a stream open for about 3 s a question, so
-// 8,000 streams serve tens of thousands of active users. In practice the chat deployment's
-// tokens-per-minute quota is reached long before. 40 is the lowest value Flex Consumption
+// allow 64 x 40 = 2,560 open streams. The capacity model of docs/performance.md (from measured CPU:
+// 6.3 ms of CPU per second of stream, about 110 streams per core at 70%) puts 1,000 active users at
+// about 94 concurrent streams, so 2,560 streams serve over 25,000 active users. In practice the chat
+// deployment's tokens-per-minute quota is reached long before (30K TPM carries about 1.5 streams). 40 is the lowest value Flex Consumption
 // accepts, 1000 the highest; this number is the hard ceiling of what the app can spend on compute.
 @minValue(40)
 @maxValue(1000)
@@ -68,14 +68,15 @@ param maximumInstanceCount int = 40
 
 // Flex Consumption adds an instance when the open HTTP executions of every instance reach this
 // number. The platform default (16 on 2048 MB) would start a new instance for every 16 streams,
-// although a stream is almost all waiting on the model. 200 is half the measured 400 streams per
-// core (docs/performance.md): the benchmark measures the Python worker alone, while on Azure the
-// Functions host proxies every streamed byte on the same core. Scale it with the cores of
-// instanceMemoryMB (for example 50 on 512 MB, 400 on 4096 MB).
+// although a stream is almost all waiting on the model. 64 is about 60% of the measured ~110
+// streams a core carries at 70% CPU (docs/performance.md, capacity model), leaving room for bursts
+// (64 arrivals queue about 0.4 s of setup CPU) and for the Functions host, which proxies every
+// streamed byte on the same core. Scale it with the cores of instanceMemoryMB (16 on 512 MB,
+// 128 on 4096 MB).
 @minValue(1)
 @maxValue(1000)
 @description('Concurrent HTTP executions (open streams) per instance before Flex Consumption adds an instance.')
-param httpPerInstanceConcurrency int = 200
+param httpPerInstanceConcurrency int = 64
 
 // A comma-separated string rather than an array: azd substitutes environment variables into
 // main.parameters.json as text, inside JSON strings.

@@ -448,7 +448,7 @@ def test_scale_parameters_bound_the_cost() -> None:
     concurrency = parameters["httpPerInstanceConcurrency"]
     assert (decorator_values(concurrency, "min_value"), decorator_values(concurrency, "max_value")) == ([1], [1000])
     # Sized from the measured streams per core, not the platform's 16.
-    assert concurrency["default"] == 200
+    assert concurrency["default"] == 64
     assert parameters["corsAllowedOrigins"]["default"] == ""
     (module,) = [m for m in parse(MAIN_BICEP)["modules"].values() if m["detail"]["path"] == "app/function-app.bicep"]
     for name in ("maximumInstanceCount", "httpPerInstanceConcurrency", "instanceMemoryMB", "pythonVersion"):

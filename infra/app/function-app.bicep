@@ -56,7 +56,7 @@ param maximumInstanceCount int = 40
 @minValue(1)
 @maxValue(1000)
 @description('Concurrent HTTP executions per instance before the platform adds an instance (sizing in main.bicep).')
-param httpPerInstanceConcurrency int = 200
+param httpPerInstanceConcurrency int = 64
 
 @allowed([
   'entra'
