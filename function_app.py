@@ -199,13 +199,25 @@ def _page_security() -> SecuritySettings | None:
         return None
 
 
-@app.route(route="/", methods=["GET"])
-async def page(req: Request) -> Response:
-    """The chat web page (AzureWebJobsDisableHomepage=true keeps the host's own page out of the way)."""
+def _page() -> Response:
     security = _page_security()
     if security is None:
         return web.page()
     return web.page(security.connect_origins, sign_in=security.chat_auth_mode == "entra")
+
+
+@app.route(route="chat", methods=["GET"])
+async def chat_page(req: Request) -> Response:
+    """The chat web page at a named route, which every version of the Functions host matches."""
+    return _page()
+
+
+@app.route(route="/", methods=["GET"])
+async def page(req: Request) -> Response:
+    """The same page at the site's root (AzureWebJobsDisableHomepage=true keeps the host's own page
+    out of the way). A root route with an empty routePrefix has a history of not matching on the
+    real host (azure-functions-host #4638, Azure-Functions #2473), hence the named route beside it."""
+    return _page()
 
 
 @app.route(route="assets/{*path}", methods=["GET"])

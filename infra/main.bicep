@@ -519,9 +519,11 @@ output AZURE_SEARCH_SEMANTIC_RANKER string = semanticRankerEnabled ? 'true' : 'f
 
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output AZURE_FUNCTION_APP_URL string = api.outputs.url
-// The address to open in a browser. In entra mode every path but /api/health answers 401 without
-// a session, so people start at the platform's sign-in, which returns them to the page.
-output AZURE_FUNCTION_APP_PAGE_URL string = signInEnabled ? '${api.outputs.url}/.auth/login/aad?post_login_redirect_uri=/' : api.outputs.url
+// The address to open in a browser: the page's named route /chat, which every host version
+// matches (the root route / serves it too where the host matches an empty route). In entra mode
+// every path but /api/health answers 401 without a session, so people start at the platform's
+// sign-in, which returns them to the page.
+output AZURE_FUNCTION_APP_PAGE_URL string = signInEnabled ? '${api.outputs.url}/.auth/login/aad?post_login_redirect_uri=/chat' : '${api.outputs.url}/chat'
 
 // For the postprovision hook (infra/hooks/auth_app.py): the federated credential of the app
 // registration names this identity.

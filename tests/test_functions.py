@@ -55,6 +55,7 @@ def test_route_table() -> None:
         "chat": ("api/chat", ("POST",), "anonymous"),
         "health": ("api/health", ("GET",), "anonymous"),
         "health_details": ("api/health/details", ("GET",), "anonymous"),
+        "chat_page": ("chat", ("GET",), "anonymous"),
         "page": ("/", ("GET",), "anonymous"),
         "assets": ("assets/{*path}", ("GET",), "anonymous"),
     }
@@ -163,6 +164,9 @@ async def test_page_and_assets(client: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "<html" in page.text
+    named = await client.get("/chat")
+    assert named.status_code == 200 and named.text == page.text, "the named route serves the same page"
+    assert named.headers["content-security-policy"] == page.headers["content-security-policy"]
     for path in ("/assets/../function_app.py", "/assets/%2e%2e/%2e%2e/host.json", "/assets/..%2fweb.py"):
         response = await client.get(path)
         assert response.status_code == 404, path

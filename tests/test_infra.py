@@ -605,10 +605,10 @@ def test_entra_mode_sends_people_to_the_sign_in() -> None:
     outputs = main_outputs()
     page = outputs["AZURE_FUNCTION_APP_PAGE_URL"]["value"]
     assert evaluate(page, MAIN_BICEP, {"authMode": "entra"}) == (
-        "${api.outputs.url}/.auth/login/aad?post_login_redirect_uri=/"
+        "${api.outputs.url}/.auth/login/aad?post_login_redirect_uri=/chat"
     )
     for auth_mode in ("keys", "anonymous"):
-        assert evaluate(page, MAIN_BICEP, {"authMode": auth_mode}) == "api.outputs.url"
+        assert evaluate(page, MAIN_BICEP, {"authMode": auth_mode}) == "${api.outputs.url}/chat"
 
 
 def test_per_client_limits_are_parameters() -> None:
@@ -1200,7 +1200,7 @@ def test_finish_adds_the_redirect_uri_and_the_federated_credential_once(fake_cli
         "AZURE_TENANT_ID": TENANT,
         "AZURE_FUNCTION_APP_URL": "https://func-api-abc.azurewebsites.net",
         "AZURE_AUTH_IDENTITY_PRINCIPAL_ID": PRINCIPAL,
-        "AZURE_FUNCTION_APP_PAGE_URL": "https://func-api-abc.azurewebsites.net/.auth/login/aad?post_login_redirect_uri=/",
+        "AZURE_FUNCTION_APP_PAGE_URL": "https://func-api-abc.azurewebsites.net/.auth/login/aad?post_login_redirect_uri=/chat",
     }
     for _ in range(2):
         ran = fake_cli.run("finish", **outputs)

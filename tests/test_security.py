@@ -76,6 +76,7 @@ def test_indexed_auth_levels(mode: str, chat_level: str) -> None:
         "chat": chat_level,
         "health": "ANONYMOUS",
         "health_details": chat_level,
+        "chat_page": "ANONYMOUS",
         "page": "ANONYMOUS",
         "assets": "ANONYMOUS",
     }

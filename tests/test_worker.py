@@ -63,6 +63,7 @@ EXPECTED_ROUTES = {
     "chat": ("api/chat", ["POST"]),
     "health": ("api/health", ["GET"]),
     "health_details": ("api/health/details", ["GET"]),
+    "chat_page": ("chat", ["GET"]),
     "page": ("/", ["GET"]),
     "assets": ("assets/{*path}", ["GET"]),
 }
@@ -246,7 +247,13 @@ async def test_in_keys_mode_the_host_is_told_to_require_a_function_key(local_sta
     async with running_worker(local_stack, tmp_path, CHAT_AUTH_MODE="keys") as keyed:
         levels = {name: function.trigger["authLevel"] for name, function in keyed.functions.items()}
     protected = dict.fromkeys(("chat_stream", "chat", "health_details"), "FUNCTION")
-    assert levels == {**protected, "health": "ANONYMOUS", "page": "ANONYMOUS", "assets": "ANONYMOUS"}
+    assert levels == {
+        **protected,
+        "health": "ANONYMOUS",
+        "chat_page": "ANONYMOUS",
+        "page": "ANONYMOUS",
+        "assets": "ANONYMOUS",
+    }
 
 
 # --- each route: invocation over gRPC plus the forwarded HTTP request --------------------------------
