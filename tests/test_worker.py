@@ -280,7 +280,7 @@ async def test_health_page_and_assets_answer(worker: Worker) -> None:
     css, invoked = await read(worker, "assets", "GET", "/assets/chat.css", params={"path": "chat.css"})
     assert invoked.result.status == success
     assert css.status_code == 200
-    assert css.content == (PROJECT_ROOT / "chat" / "web" / "static" / "chat.css").read_bytes()
+    assert css.content == (PROJECT_ROOT / "chat" / "http" / "web" / "static" / "chat.css").read_bytes()
     unrouted, _ = await read(worker, "assets", "GET", "/assets/chat.css")
     assert unrouted.status_code == 404
 
