@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from benchmarks.stats import Spread
-from chat.settings import PROJECT_ROOT
+from chat.settings import PROJECT_ROOT, SecuritySettings
 
 PACKAGES = ("openai", "uvicorn", "httptools", "aiohttp", "httpx", "orjson", "starlette", "pydantic")
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -340,29 +340,112 @@ def burst_table(results: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+FLOOD_FIGURES = (
+    ("first_content_p50_ms", "first token p50"),
+    ("first_content_p99_ms", "first token p99"),
+    ("gap_p99_ms", "p99 gap"),
+)
+
+
+def _flood_loads(results: dict[str, Any]) -> tuple[list[Run], dict[str, list[Run]]]:
+    """The victims alone, and beside the flooder at each load (by label, in the order they ran)."""
+    flood = dict(results["runs"]["flood"])
+    alone = flood.pop("alone")
+    if not flood or not all("flooder" in run for runs in flood.values() for run in runs):
+        raise KeyError("flood")  # no flooded run, or one from before the flooder had its own process
+    return alone, flood
+
+
+def _flood_ratios(alone: Sequence[Run], flooded: Sequence[Run]) -> list[Spread]:
+    return [ratio(flooded, alone, key) for key, _ in FLOOD_FIGURES]
+
+
+def _flood_held(results: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The highest open-loop load up to which (it and every lower one) all three ratios stay within
+    FLOOD_TOLERANCE, and the closed loop's label if it does too (None where they do not)."""
+    alone, flood = _flood_loads(results)
+    highest = None
+    for label, runs in flood.items():
+        if label == "closed loop":
+            continue
+        if not all(change.median <= FLOOD_TOLERANCE for change in _flood_ratios(alone, runs)):
+            break
+        highest = label
+    closed = flood.get("closed loop")
+    closed_ok = closed is not None and all(c.median <= FLOOD_TOLERANCE for c in _flood_ratios(alone, closed))
+    return highest, "closed loop" if closed_ok else None
+
+
+def _flooder_sum(runs: Sequence[Run], outcome: str) -> int:
+    return sum(run["flooder"]["outcomes"].get(outcome, 0) for run in runs)
+
+
 def flood_table(results: dict[str, Any]) -> str:
-    flood = results["runs"]["flood"]
-    alone, flooded = flood.get("alone", []), flood.get("flooded", [])
-    rows = []
-    for key, label in (
-        ("first_content_p50_ms", "victims' first token p50 (ms)"),
-        ("first_content_p99_ms", "victims' first token p99 (ms)"),
-        ("gap_p99_ms", "victims' p99 gap between tokens (ms)"),
-    ):
-        change = ratio(flooded, alone, key)
-        verdict = _verdict(change.median <= FLOOD_TOLERANCE)
-        rows.append([label, _show(spread(alone, key)), _show(spread(flooded, key)), f"{_show(change, 2)} ({verdict})"])
-    rows.append(["victims' errors", _show(spread(alone, "errors"), 0), _show(spread(flooded, "errors"), 0), ""])
-    outcomes: dict[str, int] = {}
-    for run in flooded:
-        for outcome, count in run.get("flooder_outcomes", {}).items():
-            label = "cut off at the end" if outcome == "unfinished" else outcome
-            outcomes[label] = outcomes.get(label, 0) + count
-    shown = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "-"
-    rate = _show(spread(flooded, "flooder_requests_per_minute"), 0)
-    rows.append(["flooder: requests per minute; outcomes (all repeats)", "", rate, shown])
-    rows.append(["load (1 min)", _load_range(alone), _load_range(flooded), ""])
-    return _table(["", "alone", "beside the flooder", f"ratio (≤ {FLOOD_TOLERANCE:.2f})"], rows)
+    """Per flooder load: what it sent and got (all repeats), and the victims' figures as a ratio of alone."""
+    alone, flood = _flood_loads(results)
+    config = results["config"]["flood"]
+    names = [name for _, name in FLOOD_FIGURES]
+    ms_cells = [_show(spread(alone, key), 0) + " ms" for key, _ in FLOOD_FIGURES]
+    rows = [["none (victims alone)", "-", "-", "-", *ms_cells, _show(spread(alone, "app_core_busy"), 2), "-"]]
+    rows[0].append(_load_range(alone))
+    for label, runs in flood.items():
+        sent = spread([run["flooder"] for run in runs], "sent_per_s")
+        changes = [f"{_show(c, 2)} ({_verdict(c.median <= FLOOD_TOLERANCE)})" for c in _flood_ratios(alone, runs)]
+        others = sum(run["flooder"]["sent"] for run in runs) - _flooder_sum(runs, "http-429")
+        others -= _flooder_sum(runs, "ok")
+        rows.append(
+            [
+                f"{label}" if label == "closed loop" else f"open loop, {label}",
+                _show(sent, 0),
+                f"{_flooder_sum(runs, 'http-429'):,}",
+                f"{_flooder_sum(runs, 'ok')} (+{others} other)" if others else str(_flooder_sum(runs, "ok")),
+                *changes,
+                _show(spread(runs, "app_core_busy"), 2),
+                _show(spread(runs, "flooder_core_busy"), 2),
+                _load_range(runs),
+            ]
+        )
+    header = [
+        "flooder",
+        "sent/s",
+        "429 (all repeats)",
+        "ok",
+        *(f"victims' {name}" for name in names),
+        "app core busy",
+        "flooder CPU",
+        "load",
+    ]
+    rates = ", ".join(f"{rate:g}" for rate in config["rates"])
+    return (
+        f"Run `{results['command']}` at commit {results['machine']['git_commit']}; "
+        f"{config['victims']} victims; flooder loads: open loop at {rates} requests/s on at most "
+        f"{config['connections']} connections, then {config['connections']} closed loops "
+        f"({config['pause'] * 1000:g} ms pause after a refusal). Victims' rows are ratios beside the flooder over "
+        f"alone, repeat by repeat ({results['config']['repeats']} repeats, median [min..max]); target "
+        f"≤ {FLOOD_TOLERANCE:.2f}.\n\n" + _table(header, rows) + f"\n\nIn this run {flood_summary(results)}."
+    )
+
+
+def flood_summary(results: dict[str, Any]) -> str:
+    """Up to which rate the others do not notice the flood, and what the closed loop does to them."""
+    alone, flood = _flood_loads(results)
+    highest, _ = _flood_held(results)
+    closed = flood["closed loop"]
+    changes = _flood_ratios(alone, closed)
+    sent = spread([run["flooder"] for run in closed], "sent_per_s").median
+    per_minute = SecuritySettings.model_fields["chat_requests_per_minute_per_client"].default  # the app: defaults
+    held = (
+        f"up to an open-loop flood of {highest} ({float(highest.split('/')[0]) * 60 / per_minute:,.0f}x its "
+        f"{per_minute}-a-minute limit) the other clients' median and p99 first token and p99 gap move by at most "
+        f"{FLOOD_TOLERANCE - 1:.0%}"
+        if highest
+        else f"at no measured flood rate do the other clients' figures all stay within {FLOOD_TOLERANCE - 1:.0%}"
+    )
+    return (
+        f"the per-client limits refuse the flooder (429) and {held}; beside "
+        f"a closed-loop flooder sending about {sent:,.0f} requests a second their median first token moves "
+        f"x{changes[0].median:.2f}, p99 x{changes[1].median:.2f} and p99 gap x{changes[2].median:.2f}"
+    )
 
 
 def nonstream_table(results: dict[str, Any]) -> str:
@@ -391,9 +474,7 @@ STAGE_LABELS = {
 
 
 def stages_table(results: dict[str, Any]) -> str:
-    stages = results["runs"].get("stages")
-    if not stages:
-        return "(no stage measurement in this run)"
+    stages = results["runs"]["stages"]
     total = stages["to_first_token_ms"] or 1.0
     rows = [
         [STAGE_LABELS[name], f"{value:.2f}", f"{100 * value / total:.0f}%"]
@@ -547,12 +628,15 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+NOT_MEASURED = "(not measured in this run)"
+
+
 def section(name: str, results: dict[str, Any]) -> str:
     """One section's markdown; a scenario the run left out (``--scenarios``) says so."""
     try:
         return SECTIONS[name](results)
     except (KeyError, ValueError):
-        return "(not measured in this run)"
+        return NOT_MEASURED
 
 
 def render(results: dict[str, Any]) -> str:
@@ -560,9 +644,15 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _replace_sections(text: str, results: dict[str, Any], source: str) -> str:
+    """Every marked section, from ``results``; a partial run replaces only the sections it measured, and
+    not the machine line that the other tables keep describing."""
+    partial = results.get("partial", False)  # runs from before it was recorded had every scenario
+
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         body = section(name, results)
+        if partial and (name == "machine" or body == NOT_MEASURED):
+            return match.group(0)
         return f"<!-- results:{name} -->\n{body}\n\n_From {source}._\n<!-- /results:{name} -->"
 
     return re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", fill, text, flags=re.DOTALL)
@@ -575,7 +665,8 @@ def publish(path: Path) -> None:
     for document in DOCUMENTS:
         text = document.read_text(encoding="utf-8")
         document.write_text(_replace_sections(text, results, source), encoding="utf-8")
-    plot(results, PLOT)
+    if not results.get("partial", False):
+        plot(results, PLOT)
     print(f"wrote the tables of {path} into {', '.join(str(d.relative_to(PROJECT_ROOT)) for d in DOCUMENTS)}, {PLOT}")
 
 
@@ -623,7 +714,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def newest_full_run() -> Path:
     for path in sorted(RESULTS_DIR.glob("[0-9]*.json"), reverse=True):  # runs are named by time
         results = orjson.loads(path.read_bytes())
-        if "runs" in results and not results.get("quick"):
+        if "runs" in results and not results.get("quick") and not results.get("partial"):
             return path
     raise SystemExit(f"no full run in {RESULTS_DIR}; run: python -m benchmarks.run --publish")
 

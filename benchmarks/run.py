@@ -20,7 +20,8 @@ the direct one of the same repeat. Repeats interleave, so a noisy minute spreads
    setup: 1-token answers at 100 concurrent users (setup under load; the base of CPU per extra token);
 2. sweep: N users over one request's duration, 2 streams each: gaps, first token, CPU, RSS;
 3. burst: N requests arriving at once: first token;
-4. flood (issue 10): well-behaved clients alone, then beside one client flooding the API;
+4. flood (issue 10): well-behaved clients alone, then beside one client flooding the API (its own
+   process, benchmarks/flooder.py) at fixed request rates and as fast as its connections go;
 5. POST /api/chat (non-streaming);
 6. stages: a request's CPU before its first token by stage, and its cProfile.
 """
@@ -43,7 +44,7 @@ import orjson
 from benchmarks import report
 from benchmarks.client import Shape
 from benchmarks.profiling import Sampler, print_top, pstats_summary, top_frames
-from benchmarks.scenarios import Config, Flood, flood_run, lone_run, stages_run, stream_run, whole_run
+from benchmarks.scenarios import Config, Flood, flood_label, flood_run, lone_run, stages_run, stream_run, whole_run
 from benchmarks.stack import HARNESS_CORE, AppKind, Pinning, Stack, detect_pinning, pin_this_process
 from chat.localstack import StartupError
 from chat.settings import PROJECT_ROOT
@@ -60,7 +61,8 @@ FULL = {
     "rounds": 2,
     "burst": 100,
     "victims": 20,
-    "flooders": 100,
+    "flood_connections": 100,
+    "flood_rates": "100,300,1000,3000",
     "nonstream": 50,
     "tokens": TOKENS,
     "warmup": 5,
@@ -73,7 +75,8 @@ QUICK = {
     "rounds": 1,
     "burst": 20,
     "victims": 5,
-    "flooders": 20,
+    "flood_connections": 20,
+    "flood_rates": "100,1000",
     "nonstream": 10,
     "tokens": 10,
     "warmup": 2,
@@ -102,7 +105,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, help="requests arriving at once (default 100)")
     parser.add_argument("--victims", type=int, help="flood scenario: well-behaved clients (default 20)")
     parser.add_argument(
-        "--flooders", type=int, help="flood scenario: the flooding client's open requests (default 100)"
+        "--flood-connections", type=int, help="flood scenario: the flooder's connections, at most 100 (default 100)"
+    )
+    parser.add_argument(
+        "--flood-rates", help="flood scenario: the flooder's open-loop requests a second (default 100,300,1000,3000)"
+    )
+    parser.add_argument(
+        "--flood-pause", type=float, default=0.01, help="flood scenario: closed loop's wait after a refusal, s"
     )
     parser.add_argument("--nonstream", type=int, help="concurrent requests to POST /api/chat (default 50)")
     parser.add_argument("--ttft", type=float, default=TTFT, help="upstream latency of every chat call, seconds")
@@ -141,7 +150,12 @@ def build_config(args: argparse.Namespace) -> Config:
         rounds=args.rounds,
         ramp=args.ramp if args.ramp is not None else sweep.duration(args.embed_delay),
         burst=args.burst,
-        flood=Flood(victims=args.victims, flooders=args.flooders),
+        flood=Flood(
+            victims=args.victims,
+            connections=args.flood_connections,
+            rates=tuple(float(rate) for rate in _counts(args.flood_rates)),
+            pause=args.flood_pause,
+        ),
         nonstream_workers=args.nonstream,
         timeout=args.timeout,
         warmup=args.warmup,
@@ -177,7 +191,8 @@ async def _timed(label: str, run: Awaitable[dict[str, Any]], runs: list[dict[str
 
 async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> dict[str, Any]:
     """The chosen scenarios, repeat by repeat, each through the app, the baseline and straight at the upstream."""
-    runs: dict[str, Any] = {"lone": {}, "setup": {}, "sweep": {}, "burst": {}, "flood": {}, "nonstream": []}
+    # Only the chosen scenarios' keys: the report leaves a scenario without one out, rather than show it empty.
+    runs: dict[str, Any] = {name: [] if name == "nonstream" else {} for name in scenarios if name != "stages"}
     setup = min(SETUP_STREAMS, max(config.points))
     for repeat in range(1, config.repeats + 1):
         print(f"repeat {repeat}/{config.repeats}", flush=True)
@@ -196,10 +211,10 @@ async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> d
         for kind in KINDS if "burst" in scenarios else ():
             run = stream_run(stack, config, config.burst, kind, burst=True)
             await _timed(f"burst of {config.burst}, {_name(kind)}", run, runs["burst"].setdefault(_name(kind), []))
-        for flooding in (False, True) if "flood" in scenarios else ():
-            label = "flooded" if flooding else "alone"
-            run = flood_run(stack, config, flooding=flooding)
-            await _timed(f"flood: victims {label}", run, runs["flood"].setdefault(label, []))
+        for rate in config.flood.loads() if "flood" in scenarios else ():
+            label = flood_label(rate)
+            run = flood_run(stack, config, rate)
+            await _timed(f"flood: victims, flooder {label}", run, runs["flood"].setdefault(label, []))
         if "nonstream" in scenarios:
             await _timed("POST /api/chat", whole_run(stack, config, config.nonstream_workers), runs["nonstream"])
     if "stages" in scenarios:
@@ -256,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "command": command.strip(),
         "quick": args.quick,
+        "scenarios": list(args.scenarios),
+        "partial": set(args.scenarios) != set(SCENARIOS),
         "machine": {**facts, "load_average_at_end": list(report.load_average())},
         "pinning": pinning.note,
         "duration_s": round(time.perf_counter() - started),

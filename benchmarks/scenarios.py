@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+import orjson
+
 from benchmarks.client import Bodies, LoadClient, Peak, Request, Shape, Timing, closed_loop
 from benchmarks.stack import APP_CORE, HARNESS_CORE, AppKind, ProcessProbe, Stack, core_busy_seconds, this_process
 from benchmarks.stats import ms, percentile
+from chat.settings import PROJECT_ROOT
 
 # Pause between the warm-up and the measured load, so the warm-up's connections settle.
 SETTLE_SECONDS = 0.3
@@ -30,15 +34,31 @@ QUANTILES = (50, 95, 99)
 WARM_UP = Shape(ttft=0.01, tps=1000, tokens=10)
 VICTIM_ADDRESS = "198.51.100.{}"  # TEST-NET-2: one address per well-behaved simulated client
 FLOODER_ADDRESS = "203.0.113.66"  # TEST-NET-3: the one client that floods
+FLOODER_NICENESS = 19
+FLOODER_READY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class Flood:
-    """Issue 10's scenario: ``victims`` well-behaved clients, then the same beside one client that keeps
-    ``flooders`` requests open back to back (far above 4 streams and 20 requests a minute)."""
+    """Issue 10's scenario: ``victims`` well-behaved clients alone, then beside one client (far above 4
+    streams and 20 requests a minute) sending ``rates`` requests a second on at most ``connections``
+    connections, then as fast as its ``connections`` closed loops go (``pause`` after each refusal)."""
 
     victims: int
-    flooders: int
+    connections: int
+    rates: tuple[float, ...]
+    pause: float
+
+    def loads(self) -> tuple[float | None, ...]:
+        """The flooder's loads in the order they run: none (victims alone), each rate, the closed loop (0)."""
+        return (None, *self.rates, 0.0)
+
+
+def flood_label(rate: float | None) -> str:
+    """How results name a flood load: "alone", "300/s", "closed loop"."""
+    if rate is None:
+        return "alone"
+    return f"{rate:g}/s" if rate else "closed loop"
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,7 @@ def cpu_figures(used: dict[str, float], tokens: int, requests: int) -> dict[str,
         "app_core_busy": app / wall,
         "harness_core_busy": harness / wall,
         "other_load_core0": max(used[f"core{APP_CORE}"] - app, 0.0) / wall,
-        "other_load_core1": max(used[f"core{HARNESS_CORE}"] - harness, 0.0) / wall,
+        "other_load_core1": max(used[f"core{HARNESS_CORE}"] - harness - used.get("flooder", 0.0), 0.0) / wall,
         "wall_s": wall,
         "load_1m_start": used["load_1m_start"],
         "load_1m_end": used["load_1m_end"],
@@ -272,49 +292,76 @@ async def stream_run(
 # --- 3. One client floods the API (issue 10): do the others notice? ----------------------------------
 
 
-async def flood_run(stack: Stack, config: Config, *, flooding: bool) -> dict[str, Any]:
+async def _start_flooder(stack: Stack, config: Config, rate: float) -> tuple[asyncio.subprocess.Process, ProcessProbe]:
+    """benchmarks/flooder.py in a process of its own on the harness core, at the lowest priority (nice 19):
+    the simulated upstream and the victims' client go first there, as they would if the flooder were
+    another machine. Returns once its first answer came back."""
+    flood, shape = config.flood, config.sweep
+    command = [sys.executable, "-m", "benchmarks.flooder", "--url", f"{stack.app_url}/api/chat/stream"]
+    command += ["--rate", str(rate), "--connections", str(flood.connections), "--pause", str(flood.pause)]
+    command += ["--seconds", str(config.deadline + 60), "--client", FLOODER_ADDRESS]
+    command += ["--ttft", str(shape.ttft), "--tps", str(shape.tps), "--tokens", str(shape.tokens)]
+    prefix = [*stack.pinning.prefix(HARNESS_CORE), "nice", "-n", str(FLOODER_NICENESS)]
+    process = await asyncio.create_subprocess_exec(
+        *prefix, *command, stdout=asyncio.subprocess.PIPE, env=stack.environment, cwd=PROJECT_ROOT
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(FLOODER_READY_SECONDS):
+            line = await process.stdout.readline()
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"ready":
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"the flooder did not start (rate {rate:g}): {line[-300:]!r}")
+    return process, ProcessProbe(process.pid)  # taskset and nice exec: the pid is the flooder's own
+
+
+async def _stop_flooder(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Stop the flooder (SIGTERM) and read what it sent and got."""
+    if process.returncode is None:
+        process.terminate()
+    async with asyncio.timeout(FLOODER_READY_SECONDS):
+        output, _ = await process.communicate()
+    lines = output.strip().splitlines()
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"the flooder failed ({process.returncode}): {output[-300:]!r}")
+    result: dict[str, Any] = orjson.loads(lines[-1])
+    return result
+
+
+async def flood_run(stack: Stack, config: Config, rate: float | None) -> dict[str, Any]:
     """``config.flood.victims`` clients (one X-Forwarded-For address each) streaming through a fresh app,
-    alone or beside one flooding client; the figures are the victims' only, plus what the flooder got."""
-    flood = config.flood
+    alone (``rate`` None) or beside one flooding client in its own process (``rate`` requests a second,
+    0: closed loop); the figures are the victims' only, plus what the flooder sent and got."""
     probe = stack.start_app("app")
-    stop = asyncio.Event()
-    flooder_timings: list[Timing] = []
-    body, url = Bodies.for_shape(config.sweep).chat, f"{stack.app_url}/api/chat/stream"
-
-    async def flooder(client: LoadClient) -> None:
-        while not stop.is_set():
-            timing = Timing()
-            flooder_timings.append(timing)
-            await client.stream(timing, url, body, config.sweep.content_lines, client=FLOODER_ADDRESS)
-            if timing.error is not None:
-                await asyncio.sleep(0.01)  # refused at once: keep asking, without spinning the harness core
-
-    async with LoadClient(config.timeout) as victims, LoadClient(config.timeout) as flooding_client:
+    probes = {"app": probe, "upstream": stack.upstream_probe, "client": this_process()}
+    flooder = None
+    async with LoadClient(config.timeout) as victims:
         await warm_up(victims, stack, config.warmup)
-        loops = [asyncio.create_task(flooder(flooding_client)) for _ in range(flood.flooders if flooding else 0)]
-        await asyncio.sleep(config.sweep.duration(config.embed_delay) if flooding else SETTLE_SECONDS)
-        meter = Meter({"app": probe, "upstream": stack.upstream_probe, "client": this_process()})
+        if rate is not None:
+            flooder, probes["flooder"] = await _start_flooder(stack, config, rate)
         try:
+            # With a flooder: one request's duration, so its admitted streams are under way.
+            await asyncio.sleep(config.sweep.duration(config.embed_delay) if flooder else SETTLE_SECONDS)
+            meter = Meter(probes)
             timings, _ = await closed_loop(
                 victims,
                 app_request(stack, config.sweep, victims),
-                workers=flood.victims,
+                workers=config.flood.victims,
                 rounds=config.rounds,
                 ramp=config.ramp,
                 deadline=config.deadline,
             )
-        finally:
             used = meter.stop()
-            stop.set()
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+        finally:
+            flooded = await _stop_flooder(flooder) if flooder else None
     figures = stream_figures(timings)
     figures.update(cpu_figures(used, figures["content_lines"], len(timings)))
-    statuses = Counter(timing.error or "ok" for timing in flooder_timings)
-    figures["flooder_requests"] = len(flooder_timings)
-    figures["flooder_outcomes"] = dict(statuses)
-    figures["flooder_requests_per_minute"] = len(flooder_timings) / max(used["wall"], 1e-9) * 60
+    if flooded is not None:
+        figures["flooder"] = flooded
+        figures["flooder_core_busy"] = used["flooder"] / used["wall"]
     return figures
 
 
