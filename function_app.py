@@ -8,11 +8,13 @@ because each returns either a stream or a JSON error. The RAG logic lives in cha
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncGenerator
 
 import azure.functions as func
+import orjson
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 from pydantic import ValidationError
 
@@ -37,6 +39,7 @@ from chat.services import Services, get_services
 from chat.settings import ConfigurationError, LimitSettings, SecuritySettings, describe_invalid, get_settings
 
 logger = logging.getLogger(__name__)
+JSON_MEDIA_TYPE = "application/json"
 
 
 def chat_auth_level() -> func.AuthLevel:
@@ -66,8 +69,22 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _error_response(error: ChatError) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequests) else None
-    return _json(error_body(error), error.status, headers)
+    if isinstance(error, TooManyRequests):
+        return _refusal(error.message, error.retry_after)
+    return _json(error_body(error), error.status)
+
+
+def _refusal(message: str, retry_after: int) -> Response:
+    """A 429 like ``_json``'s, from a body and headers built once per (message, Retry-After): refusals
+    come fastest when a client floods, and each costs the CPU the other clients' answers need."""
+    body, headers = _refusal_parts(message, retry_after)
+    return Response(body, TooManyRequests.status, headers, JSON_MEDIA_TYPE)
+
+
+@functools.lru_cache(maxsize=256)  # the limiter's two messages times Retry-After's 1..60 seconds
+def _refusal_parts(message: str, retry_after: int) -> tuple[bytes, dict[str, str]]:
+    body = orjson.dumps(error_body(TooManyRequests(message, retry_after)))
+    return body, {**API_HEADERS, "Retry-After": str(retry_after)}
 
 
 def _services() -> Services:

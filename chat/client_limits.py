@@ -69,6 +69,9 @@ class ClientLimiter:
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
         self._open: dict[str, int] = {}
         self._last_sweep = clock()
+        # Built once: a flooding client is refused thousands of times a second.
+        self._rate_message = f"More than {per_minute} requests a minute. Try again later."
+        self._open_message = f"More than {max_open} answers open at once. Wait for one to finish."
 
     def admit(self, key: str) -> Slot:
         """Count a request of ``key`` and hold one of its open-answer places, or raise TooManyRequests."""
@@ -79,13 +82,12 @@ class ClientLimiter:
         _forget_before(times, now - WINDOW_SECONDS)
         if len(times) >= self.per_minute:
             wait = math.ceil(times[0] + WINDOW_SECONDS - now)
-            raise TooManyRequests(f"More than {self.per_minute} requests a minute. Try again later.", max(wait, 1))
+            raise TooManyRequests(self._rate_message, max(wait, 1))
         times.append(now)
         while len(self._recent) > self._max_clients:
             self._recent.popitem(last=False)
         if self._open.get(key, 0) >= self.max_open:
-            message = f"More than {self.max_open} answers open at once. Wait for one to finish."
-            raise TooManyRequests(message, STREAM_RETRY_AFTER_SECONDS)
+            raise TooManyRequests(self._open_message, STREAM_RETRY_AFTER_SECONDS)
         self._open[key] = self._open.get(key, 0) + 1
         return Slot(self, key)
 

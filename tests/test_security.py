@@ -149,6 +149,7 @@ async def test_requests_per_minute_answer_429_with_retry_after(
     }
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-content-type-options"] == "nosniff"
+    assert refused.headers["content-type"] == "application/json"
     # Another address is another client; both routes share one budget.
     assert (await post("203.0.113.6")).status_code == 400
     assert await post_not_json(client, "/api/chat", **{"X-Forwarded-For": "203.0.113.5"}) == 429

@@ -8,6 +8,7 @@ without it they are whatever the caller typed, and are ignored.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,7 +77,14 @@ def _host(hop: str) -> str:
         hop = hop[1:].split("]", 1)[0]
     elif hop.count(":") == 1:  # IPv4:port or name:port; a bare IPv6 address has several colons
         hop = hop.split(":", 1)[0]
+    return _normalized(hop)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalized(host: str) -> str:
+    """One spelling per address (IPv6 has many), remembered: parsing costs more than the rest of a
+    refusal's bookkeeping, and a flooding client sends the same address thousands of times a second."""
     try:
-        return str(ipaddress.ip_address(hop))
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        return hop
+        return host
