@@ -20,6 +20,7 @@ import platform
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,8 @@ def burst_table(results: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+# How the flood table names a flooder outcome that is neither "ok" nor "http-429".
+FLOODER_OUTCOMES = {"unfinished": "cut off at the end"}
 FLOOD_FIGURES = (
     ("first_content_p50_ms", "first token p50"),
     ("first_content_p99_ms", "first token p99"),
@@ -376,31 +379,43 @@ def _flood_held(results: dict[str, Any]) -> tuple[str | None, str | None]:
     return highest, "closed loop" if closed_ok else None
 
 
-def _flooder_sum(runs: Sequence[Run], outcome: str) -> int:
-    return sum(run["flooder"]["outcomes"].get(outcome, 0) for run in runs)
+def _flooder_outcomes(runs: Sequence[Run]) -> Counter[str]:
+    """What the flooder's requests got, summed over the repeats."""
+    total: Counter[str] = Counter()
+    for run in runs:
+        total.update(run["flooder"]["outcomes"])
+    return total
+
+
+def _flood_request_cpu(alone: Sequence[Run], flooded: Sequence[Run]) -> Spread:
+    """The app's CPU per flooder request (µs): its busy share beside the flooder minus alone, per request sent."""
+    pairs = zip(flooded, alone, strict=False)
+    return Spread.of(
+        (run["app_core_busy"] - base["app_core_busy"]) / run["flooder"]["sent_per_s"] * 1e6 for run, base in pairs
+    )
 
 
 def flood_table(results: dict[str, Any]) -> str:
     """Per flooder load: what it sent and got (all repeats), and the victims' figures as a ratio of alone."""
     alone, flood = _flood_loads(results)
     config = results["config"]["flood"]
-    names = [name for _, name in FLOOD_FIGURES]
     ms_cells = [_show(spread(alone, key), 0) + " ms" for key, _ in FLOOD_FIGURES]
-    rows = [["none (victims alone)", "-", "-", "-", *ms_cells, _show(spread(alone, "app_core_busy"), 2), "-"]]
+    rows = [["none (victims alone)", "-", "-", "-", *ms_cells, _show(spread(alone, "app_core_busy"), 2), "-", "-"]]
     rows[0].append(_load_range(alone))
     for label, runs in flood.items():
-        sent = spread([run["flooder"] for run in runs], "sent_per_s")
-        changes = [f"{_show(c, 2)} ({_verdict(c.median <= FLOOD_TOLERANCE)})" for c in _flood_ratios(alone, runs)]
-        others = sum(run["flooder"]["sent"] for run in runs) - _flooder_sum(runs, "http-429")
-        others -= _flooder_sum(runs, "ok")
+        outcomes = _flooder_outcomes(runs)
+        refused, answered = outcomes.pop("http-429", 0), outcomes.pop("ok", 0)
+        others = ", ".join(f"{FLOODER_OUTCOMES.get(name, name)} {n}" for name, n in sorted(outcomes.items()))
+        changes = [f"{_show(c, 3)} ({_verdict(c.median <= FLOOD_TOLERANCE)})" for c in _flood_ratios(alone, runs)]
         rows.append(
             [
-                f"{label}" if label == "closed loop" else f"open loop, {label}",
-                _show(sent, 0),
-                f"{_flooder_sum(runs, 'http-429'):,}",
-                f"{_flooder_sum(runs, 'ok')} (+{others} other)" if others else str(_flooder_sum(runs, "ok")),
+                label if label == "closed loop" else f"open loop, {label}",
+                _show(spread([run["flooder"] for run in runs], "sent_per_s"), 0),
+                f"{refused:,}",
+                f"{answered}" + (f"; {others}" if others else ""),
                 *changes,
                 _show(spread(runs, "app_core_busy"), 2),
+                _show(_flood_request_cpu(alone, runs), 0),
                 _show(spread(runs, "flooder_core_busy"), 2),
                 _load_range(runs),
             ]
@@ -409,9 +424,10 @@ def flood_table(results: dict[str, Any]) -> str:
         "flooder",
         "sent/s",
         "429 (all repeats)",
-        "ok",
-        *(f"victims' {name}" for name in names),
+        "ok; other",
+        *(f"victims' {name}" for _, name in FLOOD_FIGURES),
         "app core busy",
+        "app µs per flood request",
         "flooder CPU",
         "load",
     ]
@@ -420,9 +436,11 @@ def flood_table(results: dict[str, Any]) -> str:
         f"Run `{results['command']}` at commit {results['machine']['git_commit']}; "
         f"{config['victims']} victims; flooder loads: open loop at {rates} requests/s on at most "
         f"{config['connections']} connections, then {config['connections']} closed loops "
-        f"({config['pause'] * 1000:g} ms pause after a refusal). Victims' rows are ratios beside the flooder over "
-        f"alone, repeat by repeat ({results['config']['repeats']} repeats, median [min..max]); target "
-        f"≤ {FLOOD_TOLERANCE:.2f}.\n\n" + _table(header, rows) + f"\n\nIn this run {flood_summary(results)}."
+        f"({config['pause'] * 1000:g} ms pause after a refusal). Victims' columns are their figure beside the "
+        f"flooder over alone, repeat by repeat ({results['config']['repeats']} repeats, median [min..max]; "
+        f"target ≤ {FLOOD_TOLERANCE:.2f}). App µs per flood request: the app's added busy time per request the "
+        "flooder sent (at low rates mostly its few admitted answers). Flooder CPU: its process's share of the "
+        "harness core.\n\n" + _table(header, rows) + f"\n\nIn this run {flood_summary(results)}."
     )
 
 

@@ -62,7 +62,7 @@ FULL = {
     "burst": 100,
     "victims": 20,
     "flood_connections": 100,
-    "flood_rates": "100,300,1000,3000",
+    "flood_rates": "100,300,1000,3000,6000",
     "nonstream": 50,
     "tokens": TOKENS,
     "warmup": 5,
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--flood-connections", type=int, help="flood scenario: the flooder's connections, at most 100 (default 100)"
     )
     parser.add_argument(
-        "--flood-rates", help="flood scenario: the flooder's open-loop requests a second (default 100,300,1000,3000)"
+        "--flood-rates", help="flood scenario: the flooder's open-loop requests/s (default 100,300,1000,3000,6000)"
     )
     parser.add_argument(
         "--flood-pause", type=float, default=0.01, help="flood scenario: closed loop's wait after a refusal, s"
