@@ -401,7 +401,7 @@ def flood_table(results: dict[str, Any]) -> str:
     config = results["config"]["flood"]
     ms_cells = [_show(spread(alone, key), 0) + " ms" for key, _ in FLOOD_FIGURES]
     rows = [["none (victims alone)", "-", "-", "-", *ms_cells, _show(spread(alone, "app_core_busy"), 2), "-", "-"]]
-    rows[0].append(_load_range(alone))
+    rows[0] += [_show(spread(alone, "other_load_core0"), 2), _load_range(alone)]
     for label, runs in flood.items():
         outcomes = _flooder_outcomes(runs)
         refused, answered = outcomes.pop("http-429", 0), outcomes.pop("ok", 0)
@@ -417,6 +417,7 @@ def flood_table(results: dict[str, Any]) -> str:
                 _show(spread(runs, "app_core_busy"), 2),
                 _show(_flood_request_cpu(alone, runs), 0),
                 _show(spread(runs, "flooder_core_busy"), 2),
+                _show(spread(runs, "other_load_core0"), 2),
                 _load_range(runs),
             ]
         )
@@ -429,6 +430,7 @@ def flood_table(results: dict[str, Any]) -> str:
         "app core busy",
         "app µs per flood request",
         "flooder CPU",
+        "others on the app's core",
         "load",
     ]
     rates = ", ".join(f"{rate:g}" for rate in config["rates"])
@@ -440,7 +442,10 @@ def flood_table(results: dict[str, Any]) -> str:
         f"flooder over alone, repeat by repeat ({results['config']['repeats']} repeats, median [min..max]; "
         f"target ≤ {FLOOD_TOLERANCE:.2f}). App µs per flood request: the app's added busy time per request the "
         "flooder sent (at low rates mostly its few admitted answers). Flooder CPU: its process's share of the "
-        "harness core.\n\n" + _table(header, rows) + f"\n\nIn this run {flood_summary(results)}."
+        "harness core. Others on the app's core: that core's busy time not spent by the app (other work on "
+        "the shared machine, and kernel work such as loopback TCP not charged to the app).\n\n"
+        + _table(header, rows)
+        + f"\n\nIn this run {flood_summary(results)}."
     )
 
 
