@@ -688,9 +688,12 @@ def publish(path: Path) -> None:
     for document in DOCUMENTS:
         text = document.read_text(encoding="utf-8")
         document.write_text(_replace_sections(text, results, source), encoding="utf-8")
-    if not results.get("partial", False):
-        plot(results, PLOT)
-    print(f"wrote the tables of {path} into {', '.join(str(d.relative_to(PROJECT_ROOT)) for d in DOCUMENTS)}, {PLOT}")
+    written = ", ".join(str(document.relative_to(PROJECT_ROOT)) for document in DOCUMENTS)
+    if results.get("partial", False):
+        print(f"wrote the tables {path} has (a partial run: no machine line, no plot) into {written}")
+        return
+    plot(results, PLOT)
+    print(f"wrote the tables of {path} into {written}, {PLOT}")
 
 
 # --- the plot -------------------------------------------------------------------------------------
