@@ -363,20 +363,21 @@ def _flood_ratios(alone: Sequence[Run], flooded: Sequence[Run]) -> list[Spread]:
     return [ratio(flooded, alone, key) for key, _ in FLOOD_FIGURES]
 
 
-def _flood_held(results: dict[str, Any]) -> tuple[str | None, str | None]:
+CLOSED_LOOP = "closed loop"
+
+
+def _flood_held(results: dict[str, Any]) -> str | None:
     """The highest open-loop load up to which (it and every lower one) all three ratios stay within
-    FLOOD_TOLERANCE, and the closed loop's label if it does too (None where they do not)."""
+    FLOOD_TOLERANCE; None if the lowest does not."""
     alone, flood = _flood_loads(results)
     highest = None
     for label, runs in flood.items():
-        if label == "closed loop":
+        if label.startswith(CLOSED_LOOP):
             continue
         if not all(change.median <= FLOOD_TOLERANCE for change in _flood_ratios(alone, runs)):
             break
         highest = label
-    closed = flood.get("closed loop")
-    closed_ok = closed is not None and all(c.median <= FLOOD_TOLERANCE for c in _flood_ratios(alone, closed))
-    return highest, "closed loop" if closed_ok else None
+    return highest
 
 
 def _flooder_outcomes(runs: Sequence[Run]) -> Counter[str]:
@@ -409,7 +410,7 @@ def flood_table(results: dict[str, Any]) -> str:
         changes = [f"{_show(c, 3)} ({_verdict(c.median <= FLOOD_TOLERANCE)})" for c in _flood_ratios(alone, runs)]
         rows.append(
             [
-                label if label == "closed loop" else f"open loop, {label}",
+                label if label.startswith(CLOSED_LOOP) else f"open loop, {label}",
                 _show(spread([run["flooder"] for run in runs], "sent_per_s"), 0),
                 f"{refused:,}",
                 f"{answered}" + (f"; {others}" if others else ""),
@@ -434,11 +435,12 @@ def flood_table(results: dict[str, Any]) -> str:
         "load",
     ]
     rates = ", ".join(f"{rate:g}" for rate in config["rates"])
+    pauses = " or ".join(f"{pause * 1000:g} ms" if pause else "at once" for pause in config["pauses"])
     return (
         f"Run `{results['command']}` at commit {results['machine']['git_commit']}; "
         f"{config['victims']} victims; flooder loads: open loop at {rates} requests/s on at most "
-        f"{config['connections']} connections, then {config['connections']} closed loops "
-        f"({config['pause'] * 1000:g} ms pause after a refusal). Victims' columns are their figure beside the "
+        f"{config['connections']} connections, then {config['connections']} closed loops (each asking again "
+        f"{pauses} after a refusal). Victims' columns are their figure beside the "
         f"flooder over alone, repeat by repeat ({results['config']['repeats']} repeats, median [min..max]; "
         f"target ≤ {FLOOD_TOLERANCE:.2f}). App µs per flood request: the app's added busy time per request the "
         "flooder sent (at low rates mostly its few admitted answers). Flooder CPU: its process's share of the "
@@ -450,25 +452,27 @@ def flood_table(results: dict[str, Any]) -> str:
 
 
 def flood_summary(results: dict[str, Any]) -> str:
-    """Up to which rate the others do not notice the flood, and what the closed loop does to them."""
+    """Up to which rate the others do not notice the flood, and what the closed loops do to them."""
     alone, flood = _flood_loads(results)
-    highest, _ = _flood_held(results)
-    closed = flood["closed loop"]
-    changes = _flood_ratios(alone, closed)
-    sent = spread([run["flooder"] for run in closed], "sent_per_s").median
+    highest = _flood_held(results)
     per_minute = SecuritySettings.model_fields["chat_requests_per_minute_per_client"].default  # the app: defaults
     held = (
         f"up to an open-loop flood of {highest} ({float(highest.split('/')[0]) * 60 / per_minute:,.0f}x its "
         f"{per_minute}-a-minute limit) the other clients' median and p99 first token and p99 gap move by at most "
         f"{FLOOD_TOLERANCE - 1:.0%}"
         if highest
-        else f"at no measured flood rate do the other clients' figures all stay within {FLOOD_TOLERANCE - 1:.0%}"
+        else f"at no measured open-loop rate do the other clients' figures all stay within {FLOOD_TOLERANCE - 1:.0%}"
     )
-    return (
-        f"the per-client limits refuse the flooder (429) and {held}; beside "
-        f"a closed-loop flooder sending about {sent:,.0f} requests a second their median first token moves "
-        f"x{changes[0].median:.2f}, p99 x{changes[1].median:.2f} and p99 gap x{changes[2].median:.2f}"
-    )
+    closed = []
+    for label, runs in flood.items():
+        if label.startswith(CLOSED_LOOP):
+            p50, p99, gap = (change.median for change in _flood_ratios(alone, runs))
+            sent = spread([run["flooder"] for run in runs], "sent_per_s").median
+            closed.append(
+                f"{label} ({sent:,.0f} requests a second): first token p50 x{p50:.2f}, p99 x{p99:.2f}, "
+                f"p99 gap x{gap:.2f}"
+            )
+    return f"the per-client limits refuse the flooder (429) and {held}; beside the {'; '.join(closed)}"
 
 
 def nonstream_table(results: dict[str, Any]) -> str:

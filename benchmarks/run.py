@@ -92,6 +92,10 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke check: fewer, shorter points, one repeat")
@@ -111,7 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--flood-rates", help="flood scenario: the flooder's open-loop requests/s (default 100,300,1000,3000,6000)"
     )
     parser.add_argument(
-        "--flood-pause", type=float, default=0.01, help="flood scenario: closed loop's wait after a refusal, s"
+        "--flood-pauses",
+        default="0.01,0",
+        help="flood scenario: closed loops' wait after a refusal, s, one load each (default 0.01,0)",
     )
     parser.add_argument("--nonstream", type=int, help="concurrent requests to POST /api/chat (default 50)")
     parser.add_argument("--ttft", type=float, default=TTFT, help="upstream latency of every chat call, seconds")
@@ -153,8 +159,8 @@ def build_config(args: argparse.Namespace) -> Config:
         flood=Flood(
             victims=args.victims,
             connections=args.flood_connections,
-            rates=tuple(float(rate) for rate in _counts(args.flood_rates)),
-            pause=args.flood_pause,
+            rates=_numbers(args.flood_rates),
+            pauses=_numbers(args.flood_pauses)[::-1],  # the gentlest closed loop first
         ),
         nonstream_workers=args.nonstream,
         timeout=args.timeout,
@@ -211,9 +217,9 @@ async def measure(stack: Stack, config: Config, scenarios: tuple[str, ...]) -> d
         for kind in KINDS if "burst" in scenarios else ():
             run = stream_run(stack, config, config.burst, kind, burst=True)
             await _timed(f"burst of {config.burst}, {_name(kind)}", run, runs["burst"].setdefault(_name(kind), []))
-        for rate in config.flood.loads() if "flood" in scenarios else ():
-            label = flood_label(rate)
-            run = flood_run(stack, config, rate)
+        for load in config.flood.loads() if "flood" in scenarios else ():
+            label = flood_label(load)
+            run = flood_run(stack, config, load)
             await _timed(f"flood: victims, flooder {label}", run, runs["flood"].setdefault(label, []))
         if "nonstream" in scenarios:
             await _timed("POST /api/chat", whole_run(stack, config, config.nonstream_workers), runs["nonstream"])

@@ -39,26 +39,39 @@ FLOODER_READY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
+class FloodLoad:
+    """What the flooder does: ``rate`` requests a second in open loop, or (``rate`` 0) closed loops that
+    each ask again at once, or ``pause`` seconds after a refusal."""
+
+    rate: float
+    pause: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """How results name it: "300/s", "closed loop, 10 ms pause", "closed loop, no pause"."""
+        if self.rate:
+            return f"{self.rate:g}/s"
+        return f"closed loop, {self.pause * 1000:g} ms pause" if self.pause else "closed loop, no pause"
+
+
+@dataclass(frozen=True)
 class Flood:
     """Issue 10's scenario: ``victims`` well-behaved clients alone, then beside one client (far above 4
     streams and 20 requests a minute) sending ``rates`` requests a second on at most ``connections``
-    connections, then as fast as its ``connections`` closed loops go (``pause`` after each refusal)."""
+    connections, then in ``connections`` closed loops with each of ``pauses`` after a refusal."""
 
     victims: int
     connections: int
     rates: tuple[float, ...]
-    pause: float
+    pauses: tuple[float, ...]
 
-    def loads(self) -> tuple[float | None, ...]:
-        """The flooder's loads in the order they run: none (victims alone), each rate, the closed loop (0)."""
-        return (None, *self.rates, 0.0)
+    def loads(self) -> tuple[FloodLoad | None, ...]:
+        """The flooder's loads in the order they run: none (victims alone), each rate, each closed loop."""
+        return (None, *(FloodLoad(rate) for rate in self.rates), *(FloodLoad(0.0, pause) for pause in self.pauses))
 
 
-def flood_label(rate: float | None) -> str:
-    """How results name a flood load: "alone", "300/s", "closed loop"."""
-    if rate is None:
-        return "alone"
-    return f"{rate:g}/s" if rate else "closed loop"
+def flood_label(load: FloodLoad | None) -> str:
+    return "alone" if load is None else load.label
 
 
 @dataclass(frozen=True)
@@ -292,13 +305,15 @@ async def stream_run(
 # --- 3. One client floods the API (issue 10): do the others notice? ----------------------------------
 
 
-async def _start_flooder(stack: Stack, config: Config, rate: float) -> tuple[asyncio.subprocess.Process, ProcessProbe]:
+async def _start_flooder(
+    stack: Stack, config: Config, load: FloodLoad
+) -> tuple[asyncio.subprocess.Process, ProcessProbe]:
     """benchmarks/flooder.py in a process of its own on the harness core, at the lowest priority (nice 19):
     the simulated upstream and the victims' client go first there, as they would if the flooder were
     another machine. Returns once its first answer came back."""
     flood, shape = config.flood, config.sweep
     command = [sys.executable, "-m", "benchmarks.flooder", "--url", f"{stack.app_url}/api/chat/stream"]
-    command += ["--rate", str(rate), "--connections", str(flood.connections), "--pause", str(flood.pause)]
+    command += ["--rate", str(load.rate), "--connections", str(flood.connections), "--pause", str(load.pause)]
     command += ["--seconds", str(config.deadline + 60), "--client", FLOODER_ADDRESS]
     command += ["--ttft", str(shape.ttft), "--tps", str(shape.tps), "--tokens", str(shape.tokens)]
     prefix = [*stack.pinning.prefix(HARNESS_CORE), "nice", "-n", str(FLOODER_NICENESS)]
@@ -314,7 +329,7 @@ async def _start_flooder(stack: Stack, config: Config, rate: float) -> tuple[asy
     if line.strip() != b"ready":
         process.kill()
         await process.wait()
-        raise RuntimeError(f"the flooder did not start (rate {rate:g}): {line[-300:]!r}")
+        raise RuntimeError(f"the flooder did not start ({load.label}): {line[-300:]!r}")
     return process, ProcessProbe(process.pid)  # taskset and nice exec: the pid is the flooder's own
 
 
@@ -331,17 +346,17 @@ async def _stop_flooder(process: asyncio.subprocess.Process) -> dict[str, Any]:
     return result
 
 
-async def flood_run(stack: Stack, config: Config, rate: float | None) -> dict[str, Any]:
+async def flood_run(stack: Stack, config: Config, load: FloodLoad | None) -> dict[str, Any]:
     """``config.flood.victims`` clients (one X-Forwarded-For address each) streaming through a fresh app,
-    alone (``rate`` None) or beside one flooding client in its own process (``rate`` requests a second,
-    0: closed loop); the figures are the victims' only, plus what the flooder sent and got."""
+    alone (``load`` None) or beside one flooding client doing ``load`` in its own process; the figures are
+    the victims' only, plus what the flooder sent and got."""
     probe = stack.start_app("app")
     probes = {"app": probe, "upstream": stack.upstream_probe, "client": this_process()}
     flooder = None
     async with LoadClient(config.timeout) as victims:
         await warm_up(victims, stack, config.warmup)
-        if rate is not None:
-            flooder, probes["flooder"] = await _start_flooder(stack, config, rate)
+        if load is not None:
+            flooder, probes["flooder"] = await _start_flooder(stack, config, load)
         try:
             # With a flooder: one request's duration, so its admitted streams are under way.
             await asyncio.sleep(config.sweep.duration(config.embed_delay) if flooder else SETTLE_SECONDS)
