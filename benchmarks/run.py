@@ -5,12 +5,13 @@
     python -m benchmarks.run             # the full run; JSON in benchmarks/results/
     python -m benchmarks.run --quick     # smoke check of the harness: about 3 minutes, not figures
     python -m benchmarks.run --profile 200   # py-spy on the app at 200 streams: its top frames
-    python -m benchmarks.run --scenarios lone,stages   # only some scenarios (a table without data shows "-")
+    python -m benchmarks.run --scenarios flood --publish   # only some scenarios; publishes only their tables
     python -m benchmarks.report [FILE]   # the tables again from a results file (--write: into the docs)
 
 The app (python -m chat.http.devserver), or the baseline (benchmarks/baselines/sdk_app.py), runs
 alone on core 0; the simulated upstream (python -m benchmarks.upstream) and this load client
-share core 1 (../shared/benchmarking.md). The upstream takes its time for every call: the
+share core 1 (../shared/benchmarking.md), with the flood scenario's flooder (its own process,
+at nice 19, so the other two go first). The upstream takes its time for every call: the
 query rewrite and the answer's first token wait ``--ttft``, the embedding ``--embed-delay``.
 Every scenario runs, in each repeat, through the app, through the baseline and straight at
 the upstream (the same three calls in order), so what each backend adds is its figure minus
