@@ -671,14 +671,15 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _replace_sections(text: str, results: dict[str, Any], source: str) -> str:
-    """Every marked section, from ``results``; a partial run replaces only the sections it measured, and
-    not the machine line that the other tables keep describing."""
+    """Every marked section, from ``results``; a section the run cannot fill (left out with --scenarios, or
+    recorded in an older format) keeps its text, and a partial run leaves the machine line, which the
+    other tables keep describing."""
     partial = results.get("partial", False)  # runs from before it was recorded had every scenario
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         body = section(name, results)
-        if partial and (name == "machine" or body == NOT_MEASURED):
+        if body == NOT_MEASURED or (partial and name == "machine"):
             return match.group(0)
         return f"<!-- results:{name} -->\n{body}\n\n_From {source}._\n<!-- /results:{name} -->"
 

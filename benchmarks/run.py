@@ -1,6 +1,6 @@
 """Measure the app against the simulated upstream and a typical SDK-based backend, side by side.
 
-    python -m benchmarks.run --publish   # the full run (15-20 minutes on 2 cores), then the
+    python -m benchmarks.run --publish   # the full run (20-25 minutes on 2 cores), then the
                                          # README and docs/performance.md tables and plot from it
     python -m benchmarks.run             # the full run; JSON in benchmarks/results/
     python -m benchmarks.run --quick     # smoke check of the harness: about 3 minutes, not figures
