@@ -31,9 +31,20 @@ def test_chunks_respect_size_and_overlap() -> None:
     assert len(chunks) > 5
     assert all(count_tokens(chunk) <= 50 for chunk in chunks)
     for before, after in itertools.pairwise(chunks):
-        assert after.splitlines()[0] == before.splitlines()[-1], "each chunk repeats the last sentence before it"
-    text = " ".join(chunk.replace("\n", " ") for chunk in chunks)
+        last = next(sentence for sentence in sentences if before.endswith(sentence))
+        assert after.startswith(last), "each chunk repeats the last sentence before it"
+    text = " ".join(chunks)
     assert all(sentence in text for sentence in sentences), "nothing is lost"
+
+
+def test_chunks_keep_the_lines_of_a_list_and_each_item_its_number() -> None:
+    steps = "1. Mix the flour and water. Rest 20 minutes.\n2. Heat the oven to 230 °C.\n3. Bake for 22 minutes."
+    assert chunk_text(steps, size=200, overlap=0) == [steps]
+    assert chunk_text(steps, size=20, overlap=10) == [
+        "1. Mix the flour and water. Rest 20 minutes.",
+        "Rest 20 minutes.\n2. Heat the oven to 230 °C.",
+        "2. Heat the oven to 230 °C.\n3. Bake for 22 minutes.",
+    ]
 
 
 def test_a_sentence_longer_than_a_chunk_is_cut_at_words() -> None:

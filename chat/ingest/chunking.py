@@ -10,16 +10,35 @@ from __future__ import annotations
 import re
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-# A sentence ends at . ! or ? followed by space; list items and short lines end at the newline.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Within a line, a sentence ends at . ! or ? followed by space; list items and short lines end
+# with their line.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A numbered list item's marker ("7."), which is not a sentence of its own.
+_LIST_NUMBER = re.compile(r"\d{1,3}[.)]")
 
 
 def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def split_sentences(text: str) -> list[str]:
-    return [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence.strip()]
+def split_sentences(text: str) -> list[tuple[str, bool]]:
+    """The sentences of ``text``, each with whether it ends its line.
+
+    The line ends are kept so that a chunk keeps the lines of its text (a list stays a list),
+    and a list item's number stays with its text: "7. Bake for 25 minutes." is one sentence.
+    """
+    sentences: list[tuple[str, bool]] = []
+    for line in text.splitlines():
+        parts = [part.strip() for part in _SENTENCE_END.split(line) if part.strip()]
+        while len(parts) > 1 and _LIST_NUMBER.fullmatch(parts[0]):
+            parts[:2] = [f"{parts[0]} {parts[1]}"]
+        sentences += [(part, number == len(parts) - 1) for number, part in enumerate(parts)]
+    return sentences
+
+
+def _join(sentences: list[tuple[str, int, bool]]) -> str:
+    """Sentences back into text: a space between those of one line, a line break after a line's last."""
+    return "".join(sentence + ("\n" if ends_line else " ") for sentence, _, ends_line in sentences).strip()
 
 
 def _split_long(sentence: str, size: int) -> list[str]:
@@ -44,26 +63,28 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
     """Chunks of at most ``size`` tokens, each repeating the last sentences (<= ``overlap`` tokens) of the last."""
     if size < 1 or not 0 <= overlap < size:
         raise ValueError("need size >= 1 and 0 <= overlap < size")
-    sentences: list[tuple[str, int]] = []
-    for sentence in split_sentences(text):
-        for piece in _split_long(sentence, size) if count_tokens(sentence) > size else [sentence]:
-            sentences.append((piece, count_tokens(piece)))
+    sentences: list[tuple[str, int, bool]] = []
+    for sentence, ends_line in split_sentences(text):
+        pieces = _split_long(sentence, size) if count_tokens(sentence) > size else [sentence]
+        for number, piece in enumerate(pieces):
+            sentences.append((piece, count_tokens(piece), ends_line and number == len(pieces) - 1))
     chunks: list[str] = []
-    current: list[tuple[str, int]] = []
+    current: list[tuple[str, int, bool]] = []
     tokens = 0
-    for sentence, sentence_tokens in sentences:
-        if current and tokens + sentence_tokens > size:
-            chunks.append("\n".join(part for part, _ in current))
-            carried: list[tuple[str, int]] = []
+    for item in sentences:
+        item_tokens = item[1]
+        if current and tokens + item_tokens > size:
+            chunks.append(_join(current))
+            carried: list[tuple[str, int, bool]] = []
             carried_tokens = 0
-            for part, part_tokens in reversed(current):
-                if carried_tokens + part_tokens > overlap or carried_tokens + part_tokens + sentence_tokens > size:
+            for part in reversed(current):
+                if carried_tokens + part[1] > overlap or carried_tokens + part[1] + item_tokens > size:
                     break
-                carried.insert(0, (part, part_tokens))
-                carried_tokens += part_tokens
+                carried.insert(0, part)
+                carried_tokens += part[1]
             current, tokens = carried, carried_tokens
-        current.append((sentence, sentence_tokens))
-        tokens += sentence_tokens
+        current.append(item)
+        tokens += item_tokens
     if current:
-        chunks.append("\n".join(part for part, _ in current))
+        chunks.append(_join(current))
     return chunks
