@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chat.events import AnswerDelta, Completed
-from chat.pipeline import answer
+from chat.pipeline import GATE_THOUGHT, answer
 from chat.protocol import ChatRequest, Message
-from chat.relevance import covers
 from chat.services import Services, close_services, get_services
 from chat.settings import PROJECT_ROOT
 
@@ -168,7 +167,7 @@ async def ask(case: Case, services: Services) -> Outcome:
                 first = time.perf_counter() - started
         elif isinstance(event, Completed):
             finish = event.finish_reason
-            passes = covers(case.question, event.data_points)
+            passes = all(thought.title != GATE_THOUGHT for thought in event.thoughts)
     return Outcome(case, "".join(pieces), first, finish, passes)
 
 
@@ -183,7 +182,7 @@ async def evaluate(cases: list[Case], *, progress: bool = False) -> Report:
                     ("correct" if outcome.correct else "WRONG") + (", cited" if outcome.cited else ", NOT CITED")
                     if case.answerable
                     else ("refused" if outcome.refused else "NOT REFUSED")
-                )
+                ) + ("" if outcome.gate_passes else ", by the relevance gate")
                 seconds = f"{outcome.first_word_seconds:.1f} s" if outcome.first_word_seconds else "-"
                 print(f"{number:>3}. {verdict} ({seconds}, {outcome.finish_reason}) {case.question}", file=sys.stderr)
                 print(f"     {' '.join(outcome.text.split())[:300]}", file=sys.stderr, flush=True)

@@ -29,9 +29,10 @@ class Budget:
     context_tokens: int
     answer_tokens: int
     question_tokens: int
+    sources_cap: int | None = None
 
     @classmethod
-    def for_model(cls, context_tokens: int, answer_cap: int, question: str) -> Budget:
+    def for_model(cls, context_tokens: int, answer_cap: int, question: str, sources_cap: int | None = None) -> Budget:
         """The plan for one answer; InvalidRequest when the question alone is more than the model can read."""
         answer_tokens = min(answer_cap, context_tokens // 4)
         question_tokens = tokens.message_tokens(question) + FRAMING_TOKENS
@@ -42,12 +43,14 @@ class Budget:
                 f"at most {room // 2}). Shorten it and ask again.",
                 code="question_too_long",
             )
-        return cls(context_tokens, answer_tokens, question_tokens)
+        return cls(context_tokens, answer_tokens, question_tokens, sources_cap)
 
     @property
     def sources_tokens(self) -> int:
-        """What the sources may take: the context less the answer, the question and its framing."""
-        return self.context_tokens - self.answer_tokens - self.question_tokens
+        """What the sources may take: the context less the answer, the question and its framing,
+        and no more than the model's cap on them (ChatModel.sources_tokens)."""
+        room = self.context_tokens - self.answer_tokens - self.question_tokens
+        return room if self.sources_cap is None else min(room, self.sources_cap)
 
     def history(self, turns: Sequence[Message], fixed_text: str, max_tokens: int) -> list[Message]:
         """The newest ``turns`` that fit beside ``fixed_text`` (instructions, sources) and the question."""

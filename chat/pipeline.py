@@ -43,8 +43,12 @@ from chat.settings import AnsweringSettings
 logger = logging.getLogger(__name__)
 
 QUERY_MAX_TOKENS = 48
+# "Yes" or "No" (and room for a model that puts a space or a full stop first).
+CHECK_MAX_TOKENS = 2
 FOLLOWUP_MAX_TOKENS = 120
 SNIPPET_CHARS = 200
+# The thought that says the relevance gate answered "I don't know" without the model, and why.
+GATE_THOUGHT = "The sources do not answer the question"
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
 # What the client is told when the model's answer ended for a reason other than "stop".
 ENDING_NOTICES = {
@@ -90,18 +94,13 @@ def _clean_query(text: str, question: str) -> str:
     return query if query and len(query.split()) <= len(question.split()) else question
 
 
-def _flat(text: str) -> str:
-    """Text on one line, runs of white space folded."""
-    return " ".join(text.split())
-
-
 def _parse_followups(text: str) -> list[str]:
     questions = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
     return [question for question in questions if question.endswith("?")][:3]
 
 
 def _result_summary(result: SearchResult, text: str) -> dict[str, str]:
-    snippet = text
+    snippet = " ".join(text.split())
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
     return {"id": result.id, "title": result.title, "source": result.source, "snippet": snippet}
@@ -130,6 +129,37 @@ async def _followups(model: ChatModel, question: str, sources: str, usage: Usage
     return _parse_followups(followups.text)
 
 
+async def _sources_answer(
+    model: ChatModel, answer_messages: list[ChatCompletionMessageParam], question_message: str, usage: Usage
+) -> bool:
+    """The model's own yes/no on whether the sources it is about to answer from hold the answer.
+
+    Asked with the answer call's messages and the question extended by one line
+    (prompts.answerability_check), so a server with a prompt cache pays for that line only. A
+    small model told "if the sources do not answer, say you don't know" still answers from its
+    memory; asked the question on its own, it tells the cases apart far better (README, Measured here).
+    """
+    check = await model.complete(
+        [*answer_messages[:-1], {"role": "user", "content": prompts.answerability_check(question_message)}],
+        temperature=0.0,
+        max_tokens=CHECK_MAX_TOKENS,
+    )
+    usage.add(check.prompt_tokens, check.completion_tokens)
+    return not check.text.strip().lower().startswith("no")
+
+
+def _missing_citation(text: str, results: list[SearchResult]) -> str | None:
+    """A citation for an answer that names none of its sources: the one its words came from.
+
+    Small models often state a fact from a source without naming it. Nothing is added to an
+    answer that cites a source or says it does not know.
+    """
+    if prompts.DONT_KNOW_START in text or any(f"[{result.source}]" in text for result in results):
+        return None
+    source = relevance.best_source(text, results)
+    return None if source is None else f" [{source.source}]"
+
+
 async def answer(
     request: ChatRequest,
     model: ChatModel,
@@ -149,7 +179,7 @@ async def answer(
     question = request.question
     yield Stage("question", "done", "Processing your question", clock.elapsed_ms(), {"question": question})
 
-    budget = Budget.for_model(model.context_tokens, options.chat_answer_max_tokens, question)
+    budget = Budget.for_model(model.context_tokens, options.chat_answer_max_tokens, question, model.sources_tokens)
     earlier = request.messages[:-1]
     usage = Usage()
     if _needs_rewrite(options.chat_query_rewrite, earlier):
@@ -180,37 +210,48 @@ async def answer(
         semantic_ranker=overrides.semantic_ranker,
         notes=notes,
     )
-    results, texts = fit_sources(found, [_flat(result.content) for result in found], budget.sources_tokens)
+    results, texts = fit_sources(found, [result.content for result in found], budget.sources_tokens)
     summaries = [_result_summary(result, text) for result, text in zip(results, texts, strict=True)]
     search_detail = {"results": summaries, **({"notes": notes} if notes else {})}
     yield Stage("search", "done", _search_title(len(results), notes), clock.elapsed_ms(), search_detail)
 
     yield Stage("answer", "started", "Generating answer", clock.elapsed_ms())
     nonce = prompts.new_nonce()
-    sources = prompts.sources_block([(r.source, text) for r, text in zip(results, texts, strict=True)], nonce)
-    answer_turns = budget.history(earlier, prompts.ANSWER_PROMPT + sources, options.chat_history_max_tokens)
+    sources = prompts.sources_block([(r.source, r.title, text) for r, text in zip(results, texts, strict=True)], nonce)
+    instructions = prompts.GATED_ANSWER_PROMPT if relevance_gate else prompts.ANSWER_PROMPT
+    answer_turns = budget.history(earlier, instructions + sources, options.chat_history_max_tokens)
+    question_message = prompts.answer_question(sources, question, [r.source for r in results])
     answer_messages: list[ChatCompletionMessageParam] = [
-        {"role": "system", "content": prompts.ANSWER_PROMPT},
+        {"role": "system", "content": instructions},
         *_model_messages(answer_turns),
-        {"role": "user", "content": prompts.answer_question(sources, question, [r.source for r in results])},
+        {"role": "user", "content": question_message},
     ]
     thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
     if options.chat_expose_prompt:
         thoughts.append(Thought("Prompt to generate answer", answer_messages))
     if not results or (relevance_gate and not relevance.covers(query, results)):
         yield AnswerDelta(prompts.NO_SOURCES_ANSWER)
-        yield Completed("stop", results, thoughts, usage)
+        yield Completed("stop", results, [*thoughts, Thought(GATE_THOUGHT, "no source shares a word with it")], usage)
+        return
+    if relevance_gate and not await _sources_answer(model, answer_messages, question_message, usage):
+        yield AnswerDelta(prompts.DONT_KNOW)
+        yield Completed("stop", results, [*thoughts, Thought(GATE_THOUGHT, "the model found no answer in them")], usage)
         return
 
     outcome = StreamOutcome(usage=usage)
     tokens = model.stream(
         answer_messages, temperature=overrides.temperature, max_tokens=budget.answer_tokens, outcome=outcome
     )
+    written: list[str] = []
     async with aclosing(tokens):
         async for text in tokens:
+            written.append(text)
             yield AnswerDelta(text)
 
     finish_reason = outcome.finish_reason or "stop"
+    citation = _missing_citation("".join(written), results) if finish_reason == "stop" else None
+    if citation is not None:
+        yield AnswerDelta(citation)
     notice = ENDING_NOTICES.get(finish_reason)
     if notice is not None:
         yield notice

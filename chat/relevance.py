@@ -1,4 +1,5 @@
-"""The relevance gate: do the retrieved sources have anything to do with the question?
+"""Which words a question and its sources share: the relevance gate's first step, and where an
+uncited answer came from.
 
 When none of the question's distinctive words occurs in any retrieved source, the documents do
 not cover it, and the pipeline answers so (prompts.NO_SOURCES_ANSWER) without calling the model: a small model shown
@@ -9,7 +10,8 @@ local and Azure alike, are reciprocal-rank fusions that say nothing about releva
 words of the question and of the sources mean the same whatever found them. It is deliberately
 lenient: one shared word (crudely stemmed) lets the question through, so it only stops
 questions that are plainly about something else, and leaves the subtler "not in these documents"
-cases to the model's prompt. Measured on data/eval/answers.jsonl by `python -m chat.evaluate`.
+cases to the gate's second step, the model's own yes/no (chat.pipeline). Measured on
+data/eval/answers.jsonl by `python -m chat.evaluate`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _STOPWORDS = frozenset(
     """.split()
 )
 _WORD = re.compile(r"[^\W\d_]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 STEM_CHARS = 5
 
 
@@ -61,3 +64,17 @@ def _source_stems(results: Iterable[SearchResult]) -> set[str]:
     for result in results:
         stems |= _stems(f"{result.title} {result.content}")
     return stems
+
+
+def best_source(text: str, results: Sequence[SearchResult]) -> SearchResult | None:
+    """The result an answer's ``text`` shares the most distinctive words and numbers with (the
+    better-ranked on a tie), or None when it shares none: where an uncited answer came from."""
+    terms = _stems(text) | set(_NUMBER.findall(text))
+    best: SearchResult | None = None
+    most = 0
+    for result in results:
+        passage = f"{result.title} {result.content}"
+        shared = len(terms & (_stems(passage) | set(_NUMBER.findall(passage))))
+        if shared > most:
+            best, most = result, shared
+    return best

@@ -23,7 +23,7 @@ from openai.types.chat.chat_completion_message import ChatCompletionMessage
 from openai.types.completion_usage import CompletionUsage
 
 from benchmarks.upstream import fake_embedding
-from chat.prompts import FOLLOWUP_PROMPT, QUERY_PROMPT
+from chat.prompts import ANSWERABLE_CHECK, FOLLOWUP_PROMPT, QUERY_PROMPT
 
 QUERY_TEXT = "mushroom pineapple pizza"
 FOLLOWUP_TEXT = "What oven temperature works best?\n2. How long should the dough rest?\nThanks for asking"
@@ -112,6 +112,8 @@ class ChatScript:
 
     query_text: str = QUERY_TEXT
     followup_text: str = FOLLOWUP_TEXT
+    # The relevance gate's yes/no (chat.pipeline._sources_answer).
+    check_text: str = "Yes"
     answer_pieces: list[str] = field(default_factory=lambda: list(ANSWER_PIECES))
     stream_error: Exception | None = None
     stream_error_after: int = 0
@@ -134,6 +136,8 @@ class ChatScript:
             self.streams.append(stream)
             return stream
         system = kwargs["messages"][0]["content"]
+        if kwargs["messages"][-1]["content"].endswith(ANSWERABLE_CHECK):
+            return completion(self.check_text, completion_tokens=1)
         if system == QUERY_PROMPT:
             return completion(self.query_text)
         if system == FOLLOWUP_PROMPT:

@@ -128,6 +128,30 @@ async def test_a_conversation_longer_than_the_local_context_fits_it(
         assert prompt + call["max_tokens"] <= window, call["messages"][0]["content"][:40]
 
 
+@pytest.mark.parametrize(("cap", "sources"), [(60, 1), (10_000, 3)])
+async def test_the_local_model_reads_no_more_sources_than_its_setting_allows(
+    local_index: Path,
+    chat_script: ChatScript,
+    embedding_script: EmbeddingScript,
+    monkeypatch: pytest.MonkeyPatch,
+    cap: int,
+    sources: int,
+) -> None:
+    set_env(monkeypatch, LOCAL_OPENAI_SOURCES_TOKENS=str(cap))
+    events = await run(conversation(QUESTION, followups=False))
+
+    [streamed] = chat_script.answer_calls
+    content = streamed["messages"][-1]["content"]
+    block = content[content.index("<<SOURCES") : content.index("<<END SOURCES")]
+    passages = [line for line in block.splitlines() if line.startswith("  ")]
+    assert 0 < sum(tokens.count(line.strip()) for line in passages) <= cap
+    done = events[-1]
+    assert isinstance(done, Completed)
+    named = {line[1 : line.index("]")] for line in block.splitlines() if line.startswith("[")}
+    assert named == {result.source for result in done.data_points}, "the client is shown the sources the model read"
+    assert len(done.data_points) == sources, "the best-ranked sources that fit; a cap above what was found cuts none"
+
+
 async def test_every_call_is_capped(
     local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,8 +13,16 @@ from azure.search.documents.models import VectorizedQuery
 
 from chat.errors import UpstreamError
 from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, Stage
-from chat.pipeline import answer
-from chat.prompts import ANSWER_PROMPT, FOLLOWUP_PROMPT, NO_SOURCES_ANSWER, QUERY_PROMPT
+from chat.pipeline import GATE_THOUGHT, answer
+from chat.prompts import (
+    ANSWER_PROMPT,
+    ANSWERABLE_CHECK,
+    DONT_KNOW,
+    FOLLOWUP_PROMPT,
+    GATED_ANSWER_PROMPT,
+    NO_SOURCES_ANSWER,
+    QUERY_PROMPT,
+)
 from chat.protocol import ChatRequest
 from chat.services import get_services
 from tests.sdk_fakes import ANSWER_PIECES, QUERY_TEXT, ChatScript, EmbeddingScript, SearchScript
@@ -35,13 +43,18 @@ def chat_request(*, followups: bool = False, **overrides: object) -> ChatRequest
     )
 
 
-def pipeline(request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+def pipeline(request: ChatRequest, *, relevance_gate: bool = False) -> AsyncGenerator[ChatEvent, None]:
     services = get_services()
-    return answer(request, services.openai.chat, services.retriever, services.settings.answering)
+    settings = services.settings
+    return answer(request, services.openai.chat, services.retriever, settings.answering, relevance_gate=relevance_gate)
 
 
-async def run(request: ChatRequest) -> list[ChatEvent]:
-    return [event async for event in pipeline(request)]
+async def run(request: ChatRequest, *, relevance_gate: bool = False) -> list[ChatEvent]:
+    return [event async for event in pipeline(request, relevance_gate=relevance_gate)]
+
+
+def answer_text(events: list[ChatEvent]) -> str:
+    return "".join(event.content for event in events if isinstance(event, AnswerDelta))
 
 
 def stage_names(events: list[ChatEvent]) -> list[str]:
@@ -76,7 +89,10 @@ async def test_stages_come_in_order_then_tokens_then_completion(
 async def test_sends_the_exact_model_calls(
     local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript
 ) -> None:
-    await run(chat_request(followups=True, temperature=0.1))
+    events = await run(chat_request(followups=True, temperature=0.1))
+    done = events[-1]
+    assert isinstance(done, Completed)
+    done_sources = done.data_points
 
     [rewrite] = chat_script.calls_with(QUERY_PROMPT)
     assert rewrite["model"] == "SmolLM2-135M-Instruct"
@@ -96,7 +112,12 @@ async def test_sends_the_exact_model_calls(
     assert messages[1:3] == rewrite["messages"][5:7], "the history goes to the answer call too"
     assert messages[-1]["role"] == "user"
     assert messages[-1]["content"].startswith("SOURCES:\n<<SOURCES ")
-    assert re.search(r"\n\[mushroom-pineapple\.md\]: Brown the mushrooms", messages[-1]["content"])
+    # each source: its name and title at the margin, its lines indented; the best-ranked comes last,
+    # next to the question
+    content = messages[-1]["content"]
+    assert "\n[mushroom-pineapple.md] Mushroom and pineapple pizza: Method\n  Brown the mushrooms in" in content
+    best = done_sources[0]
+    assert re.search(rf"\n\[{re.escape(best.source)}\] {re.escape(best.title)}\n(  [^\n]+\n)+<<END SOURCES", content)
     assert streamed["max_tokens"] == int(2048 * 0.8) // 4, "the local default's answer cap: a quarter of its window"
     assert messages[-1]["content"].endswith("\n\nQuestion: " + QUESTION)
     [followups] = chat_script.calls_with(FOLLOWUP_PROMPT)
@@ -132,6 +153,60 @@ async def test_no_results_answers_without_calling_the_model(
     assert [event.content for event in events if isinstance(event, AnswerDelta)] == [NO_SOURCES_ANSWER]
     assert not chat_script.answer_calls
     assert events[2].title == "Found 0 results"  # type: ignore[union-attr]
+
+
+async def test_the_gate_asks_the_model_first_with_the_answer_calls_own_messages(
+    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript
+) -> None:
+    events = await run(chat_request(), relevance_gate=True)
+
+    [check] = [call for call in chat_script.calls if call["messages"][-1]["content"].endswith(ANSWERABLE_CHECK)]
+    [streamed] = chat_script.answer_calls
+    assert chat_script.calls.index(check) < chat_script.calls.index(streamed), "asked before the answer"
+    assert (check["temperature"], check["max_tokens"], check["stream"]) == (0.0, 2, False)
+    # the same messages but for one line after the question: a prompt cache serves the common prefix
+    assert check["messages"][:-1] == streamed["messages"][:-1]
+    assert check["messages"][-1]["content"] == streamed["messages"][-1]["content"] + "\n\n" + ANSWERABLE_CHECK
+    assert streamed["messages"][0]["content"] == GATED_ANSWER_PROMPT, "let through, the model is not told to refuse"
+    assert answer_text(events).startswith("Try the mushroom")
+    done = events[-1]
+    assert isinstance(done, Completed)
+    assert all(thought.title != GATE_THOUGHT for thought in done.thoughts)
+    assert done.usage.completion_tokens == 6 + 1 + len(ANSWER_PIECES), "rewrite, check and answer all counted"
+
+
+@pytest.mark.parametrize("reply", ["No", " no.", "NO"])
+async def test_the_gate_says_i_dont_know_without_an_answer_call_when_the_model_says_no(
+    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript, reply: str
+) -> None:
+    chat_script.check_text = reply
+    events = await run(chat_request(), relevance_gate=True)
+
+    assert answer_text(events) == DONT_KNOW
+    assert not chat_script.answer_calls
+    done = events[-1]
+    assert isinstance(done, Completed) and done.finish_reason == "stop"
+    assert [thought.description for thought in done.thoughts if thought.title == GATE_THOUGHT] == [
+        "the model found no answer in them"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "added"),
+    [
+        (["Brown the mushrooms", " and bake at 260 C for 9 minutes."], " [mushroom-pineapple.md]"),
+        (["Use 500 g flour and 325 g water."], " [dough.md]"),
+        (["Brown the mushrooms [mushroom-pineapple.md]."], ""),
+        ([DONT_KNOW], ""),
+    ],
+    ids=["uncited", "uncited, another source", "cited", "refusal"],
+)
+async def test_an_answer_that_names_no_source_gets_the_one_its_words_came_from(
+    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript, pieces: list[str], added: str
+) -> None:
+    chat_script.answer_pieces = pieces
+    events = await run(chat_request())
+    assert answer_text(events) == "".join(pieces) + added
 
 
 async def test_azure_search_query_arguments(

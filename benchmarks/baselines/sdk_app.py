@@ -63,7 +63,7 @@ class Backend:
             yield _line({"delta": {}, "context": {"stage": {"name": "query", "status": "done", "detail": query}}})
             results = await self.retriever.search(query, top=3, mode="hybrid", semantic_ranker=None)
             sources = prompts.sources_block(
-                [(result.source, result.content) for result in results], prompts.new_nonce()
+                [(result.source, result.title, result.content) for result in results], prompts.new_nonce()
             )
             points = [{"id": r.id, "title": r.title, "source": r.source} for r in results]
             yield _line({"delta": {}, "context": {"stage": {"name": "search", "status": "done", "detail": points}}})

@@ -99,11 +99,14 @@ class ChatModel:
         *,
         kind: ModelKind = "chat",
         context_tokens: int = 128_000,
+        sources_tokens: int | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.kind = kind
         self.context_tokens = context_tokens
+        # How much retrieved text one answer may read, when less than the context allows.
+        self.sources_tokens = sources_tokens
         self._timeout_seconds = timeout_seconds
 
     def _sampling(self, temperature: float, max_tokens: int) -> dict[str, Any]:
@@ -236,12 +239,14 @@ def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | 
         )
         chat_model, embedding_model = azure.azure_openai_chat_deployment, azure.azure_openai_embedding_deployment
         kind, context_tokens = azure.azure_openai_chat_model_kind, windows.azure_openai_chat_context_tokens
+        sources_tokens = None
         embedding_client = client
     elif host == "openai":
         com = settings.openai_com
         client = make(AsyncOpenAI, api_key=com.openai_api_key.get_secret_value())
         chat_model, embedding_model = com.openai_chat_model, com.openai_embedding_model
         kind, context_tokens = com.openai_chat_model_kind, windows.openai_chat_context_tokens
+        sources_tokens = None
         embedding_client = client
     else:
         local = settings.local_openai
@@ -251,8 +256,17 @@ def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | 
         chat_model, embedding_model = local.local_openai_chat_model, local.local_embedding_model
         kind = local.local_openai_chat_model_kind
         context_tokens = int(windows.local_openai_context_tokens * LOCAL_CONTEXT_SHARE)
+        sources_tokens = windows.local_openai_sources_tokens
+    chat = ChatModel(
+        client,
+        chat_model,
+        limits.openai_timeout_seconds,
+        kind=kind,
+        context_tokens=context_tokens,
+        sources_tokens=sources_tokens,
+    )
     return OpenAIClients(
-        chat=ChatModel(client, chat_model, limits.openai_timeout_seconds, kind=kind, context_tokens=context_tokens),
+        chat=chat,
         embedder=Embedder(
             embedding_client,
             embedding_model,
