@@ -136,7 +136,7 @@ def model_server(settings: Settings, port: int) -> Server:
     last prompt's state, so a repeated prefix (the instructions) is not evaluated again.
     """
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(settings)), "--model_alias"]
-    command += [settings.local_openai.local_openai_chat_model, "--host", "127.0.0.1", "--port", str(port)]
+    command += [settings.local_chat_model, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--n_ctx", str(settings.context_windows.local_openai_context_tokens)]
     command += ["--n_threads", str(os.cpu_count() or 1)]
     command += ["--flash_attn", "true"]

@@ -73,7 +73,8 @@ class OpenAIComSettings(_EnvGroup):
 
 class LocalOpenAISettings(_EnvGroup):
     local_openai_endpoint: str = "http://127.0.0.1:8011/v1"
-    local_openai_chat_model: str = "SmolLM2-135M-Instruct"
+    # Empty: the name of what `make run` serves (Settings.local_chat_model).
+    local_openai_chat_model: str = ""
     local_openai_chat_model_kind: ModelKind = "chat"
     local_embedding_endpoint: str = "http://127.0.0.1:8012/v1"
     local_embedding_model: str = "multilingual-e5-small-q4"
@@ -270,6 +271,18 @@ class Settings(BaseModel):
     answering: AnsweringSettings = Field(default_factory=AnsweringSettings)
     context_windows: ContextWindowSettings = Field(default_factory=ContextWindowSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @property
+    def local_chat_model(self) -> str:
+        """The chat model name the app asks the local server for: LOCAL_OPENAI_CHAT_MODEL, else the
+        name of what `make run` serves, which chat.localstack serves it as (the LOCAL_MODEL_PATH
+        file's name without .gguf, or LOCAL_MODEL): logs and health details name the real model."""
+        local = self.local_openai
+        if local.local_openai_chat_model:
+            return local.local_openai_chat_model
+        if local.local_model_path:
+            return Path(local.local_model_path).stem
+        return self.local_model.local_model
 
     @property
     def relevance_gate(self) -> bool:

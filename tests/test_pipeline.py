@@ -25,6 +25,7 @@ from chat.prompts import (
 )
 from chat.protocol import ChatRequest
 from chat.services import get_services
+from chat.settings import get_settings
 from tests.sdk_fakes import ANSWER_PIECES, QUERY_TEXT, ChatScript, EmbeddingScript, SearchScript
 
 QUESTION = "Can you suggest a pizza with mushroom and pineapple?"
@@ -95,7 +96,7 @@ async def test_sends_the_exact_model_calls(
     done_sources = done.data_points
 
     [rewrite] = chat_script.calls_with(QUERY_PROMPT)
-    assert rewrite["model"] == "SmolLM2-135M-Instruct"
+    assert rewrite["model"] == get_settings().local_chat_model
     assert rewrite["stream"] is False
     assert rewrite["temperature"] == 0.0
     assert rewrite["messages"][5:] == [

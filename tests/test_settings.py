@@ -88,3 +88,23 @@ def test_the_relevance_gate_is_on_for_local_models_unless_set(
     monkeypatch.setenv("CHAT_RELEVANCE_GATE", gate)
     get_settings.cache_clear()
     assert get_settings().relevance_gate is enabled
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        ({}, "qwen2.5-coder-1.5b"),
+        ({"LOCAL_MODEL": "small"}, "small"),
+        ({"LOCAL_MODEL_PATH": "/models/Llama-3.2-3B-Q4_K_M.gguf"}, "Llama-3.2-3B-Q4_K_M"),
+        ({"LOCAL_MODEL": "small", "LOCAL_OPENAI_CHAT_MODEL": "llama3.2"}, "llama3.2"),
+    ],
+)
+def test_the_local_chat_model_is_named_after_what_is_served(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], name: str
+) -> None:
+    for variable in ("LOCAL_MODEL", "LOCAL_MODEL_PATH", "LOCAL_OPENAI_CHAT_MODEL"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    assert get_settings().local_chat_model == name

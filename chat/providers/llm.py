@@ -253,7 +253,7 @@ def build_openai_clients(settings: Settings, credential: AsyncTokenCredential | 
         key = settings.openai_com.openai_api_key.get_secret_value() or LOCAL_PLACEHOLDER_KEY
         client = make(AsyncOpenAI, base_url=local.local_openai_endpoint, api_key=key)
         embedding_client = make(AsyncOpenAI, base_url=local.local_embedding_endpoint, api_key=key)
-        chat_model, embedding_model = local.local_openai_chat_model, local.local_embedding_model
+        chat_model, embedding_model = settings.local_chat_model, local.local_embedding_model
         kind = local.local_openai_chat_model_kind
         context_tokens = int(windows.local_openai_context_tokens * LOCAL_CONTEXT_SHARE)
         sources_tokens = windows.local_openai_sources_tokens
