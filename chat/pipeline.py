@@ -47,7 +47,7 @@ QUERY_MAX_TOKENS = 48
 CHECK_MAX_TOKENS = 2
 FOLLOWUP_MAX_TOKENS = 120
 SNIPPET_CHARS = 200
-# The thought that says the relevance gate answered "I don't know" without the model, and why.
+# The thought that says "I don't know" was answered without an answer call, and why.
 GATE_THOUGHT = "The sources do not answer the question"
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
 # What the client is told when the model's answer ended for a reason other than "stop".
@@ -148,6 +148,27 @@ async def _sources_answer(
     return not check.text.strip().lower().startswith("no")
 
 
+async def _unanswered(
+    model: ChatModel,
+    query: str,
+    results: list[SearchResult],
+    answer_messages: list[ChatCompletionMessageParam],
+    question_message: str,
+    usage: Usage,
+    relevance_gate: bool,
+) -> tuple[str, str] | None:
+    """The answer to give without an answer call, and why; None when the model is to answer."""
+    if not results:
+        return prompts.NO_SOURCES_ANSWER, "nothing was found"
+    if not relevance_gate:
+        return None
+    if not relevance.covers(query, results):
+        return prompts.NO_SOURCES_ANSWER, "no source shares a word with it"
+    if not await _sources_answer(model, answer_messages, question_message, usage):
+        return prompts.DONT_KNOW, "the model found no answer in them"
+    return None
+
+
 def _missing_citation(text: str, results: list[SearchResult]) -> str | None:
     """A citation for an answer that names none of its sources: the one its words came from.
 
@@ -229,13 +250,11 @@ async def answer(
     thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
     if options.chat_expose_prompt:
         thoughts.append(Thought("Prompt to generate answer", answer_messages))
-    if not results or (relevance_gate and not relevance.covers(query, results)):
-        yield AnswerDelta(prompts.NO_SOURCES_ANSWER)
-        yield Completed("stop", results, [*thoughts, Thought(GATE_THOUGHT, "no source shares a word with it")], usage)
-        return
-    if relevance_gate and not await _sources_answer(model, answer_messages, question_message, usage):
-        yield AnswerDelta(prompts.DONT_KNOW)
-        yield Completed("stop", results, [*thoughts, Thought(GATE_THOUGHT, "the model found no answer in them")], usage)
+    unanswered = await _unanswered(model, query, results, answer_messages, question_message, usage, relevance_gate)
+    if unanswered is not None:
+        text, reason = unanswered
+        yield AnswerDelta(text)
+        yield Completed("stop", results, [*thoughts, Thought(GATE_THOUGHT, reason)], usage)
         return
 
     outcome = StreamOutcome(usage=usage)

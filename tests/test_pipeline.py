@@ -154,6 +154,9 @@ async def test_no_results_answers_without_calling_the_model(
     assert [event.content for event in events if isinstance(event, AnswerDelta)] == [NO_SOURCES_ANSWER]
     assert not chat_script.answer_calls
     assert events[2].title == "Found 0 results"  # type: ignore[union-attr]
+    done = events[-1]
+    assert isinstance(done, Completed)
+    assert [thought.description for thought in done.thoughts if thought.title == GATE_THOUGHT] == ["nothing was found"]
 
 
 async def test_the_gate_asks_the_model_first_with_the_answer_calls_own_messages(
