@@ -83,6 +83,7 @@ class LocalOpenAISettings(_EnvGroup):
 
 
 LocalModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "small"]
+SMALL_LOCAL_MODEL = "small"
 
 
 class LocalModelSettings(_EnvGroup):
@@ -104,15 +105,19 @@ class RelevanceSettings(_EnvGroup):
     call when no source shares a word with the question, or when the model, asked yes or no, says
     its sources do not answer it.
 
-    auto: on for local models, which invent answers from sources that do not hold them; off for
-    Azure OpenAI and openai.com, whose models say "I don't know" themselves and whose questions
-    may share no word with the passages that answer them (hybrid search finds those by meaning).
+    auto: on for local models, which invent answers from sources that do not hold them, except
+    SmolLM2 (LOCAL_MODEL=small), which answers the yes/no with "No" even when its first source
+    holds the answer; off for Azure OpenAI and openai.com, whose models say "I don't know"
+    themselves and whose questions may share no word with the passages that answer them (hybrid
+    search finds those by meaning).
     """
 
     chat_relevance_gate: Literal["auto", "on", "off"] = "auto"
 
-    def enabled_for(self, openai_host: OpenAIHost) -> bool:
-        return self.chat_relevance_gate == "on" or (self.chat_relevance_gate == "auto" and openai_host == "local")
+    def enabled_for(self, openai_host: OpenAIHost, chat_model: str) -> bool:
+        """Whether the gate is on for ``chat_model`` at ``openai_host``."""
+        automatic = openai_host == "local" and chat_model != SMALL_LOCAL_MODEL
+        return self.chat_relevance_gate == "on" or (self.chat_relevance_gate == "auto" and automatic)
 
 
 class AzureSearchSettings(_EnvGroup):
@@ -287,7 +292,7 @@ class Settings(BaseModel):
     @property
     def relevance_gate(self) -> bool:
         """Whether the relevance gate is on for the configured chat model."""
-        return self.relevance.enabled_for(self.mode.openai_host)
+        return self.relevance.enabled_for(self.mode.openai_host, self.local_chat_model)
 
     @model_validator(mode="after")
     def _required_for_mode(self) -> Settings:

@@ -78,11 +78,17 @@ def test_only_settings_reads_the_environment() -> None:
         ("openai", "auto", False),
         ("azure", "on", True),
         ("local", "off", False),
+        ("local:small", "auto", False),
+        ("local:small", "on", True),
     ],
 )
 def test_the_relevance_gate_is_on_for_local_models_unless_set(
     azure_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, host: str, gate: str, enabled: bool
 ) -> None:
+    host, _, model = host.partition(":")
+    monkeypatch.delenv("LOCAL_OPENAI_CHAT_MODEL", raising=False)
+    monkeypatch.delenv("LOCAL_MODEL_PATH", raising=False)
+    monkeypatch.setenv("LOCAL_MODEL", model or "qwen2.5-coder-1.5b")
     monkeypatch.setenv("OPENAI_HOST", host)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("CHAT_RELEVANCE_GATE", gate)
