@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-from collections.abc import AsyncGenerator
 
 import azure.functions as func
 import orjson
@@ -21,7 +20,6 @@ from pydantic import ValidationError
 from chat import telemetry, tokens
 from chat.client_limits import Slot, TooManyRequests
 from chat.errors import ChatError, InvalidRequest, NotConfigured
-from chat.events import ChatEvent
 from chat.http import web
 from chat.http.access import (
     FORWARDED_FOR_HEADER,
@@ -33,7 +31,6 @@ from chat.http.access import (
     require_principal,
 )
 from chat.http.ndjson import API_HEADERS, NdjsonStreamingResponse, ndjson_lines, report
-from chat.pipeline import answer
 from chat.protocol import ChatRequest, CompletionBuilder, error_body, parse_chat_request
 from chat.services import Services, get_services
 from chat.settings import ConfigurationError, LimitSettings, SecuritySettings, describe_invalid, get_settings
@@ -131,13 +128,6 @@ async def _read_chat_request(req: Request, services: Services) -> ChatRequest:
     return parse_chat_request(bytes(body), limits, services.settings.security)
 
 
-def _answer(services: Services, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-    settings = services.settings
-    return answer(
-        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance_gate
-    )
-
-
 async def _admit(req: Request) -> tuple[Services, ChatRequest, Slot]:
     """Who may call (401), how much they may (429), what they asked (400/413/415), in that order.
 
@@ -160,7 +150,7 @@ async def chat_stream(req: Request) -> Response:
         services, request, slot = await _admit(req)
     except ChatError as error:
         return _error_response(error)
-    events = telemetry.observed(_answer(services, request))
+    events = telemetry.observed(services.answer(request))
     lines = ndjson_lines(events, request.session_state)
     return NdjsonStreamingResponse(lines, services.settings.limits.stream_heartbeat_seconds, on_close=slot.release)
 
@@ -174,7 +164,7 @@ async def chat(req: Request) -> Response:
         return _error_response(error)
     completion = CompletionBuilder(request.session_state)
     try:
-        async for event in telemetry.observed(_answer(services, request)):
+        async for event in telemetry.observed(services.answer(request)):
             completion.add(event)
     except Exception as error:
         return _error_response(report(error))

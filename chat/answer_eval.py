@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chat.events import AnswerDelta, Completed
-from chat.pipeline import GATE_THOUGHT, answer
+from chat.pipeline import GATE_THOUGHT
 from chat.protocol import ChatRequest, Message
 from chat.services import Services, close_services, get_services
 from chat.settings import PROJECT_ROOT
@@ -157,10 +157,7 @@ async def ask(case: Case, services: Services) -> Outcome:
     first: float | None = None
     pieces: list[str] = []
     finish, passes = "none", True
-    settings = services.settings
-    async for event in answer(
-        request, services.openai.chat, services.retriever, settings.answering, relevance_gate=settings.relevance_gate
-    ):
+    async for event in services.answer(request):
         if isinstance(event, AnswerDelta):
             pieces.append(event.content)
             if first is None and event.content.strip():

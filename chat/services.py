@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,9 +19,11 @@ from typing import Any
 from azure.core.credentials_async import AsyncTokenCredential
 from openai import AsyncOpenAI
 
-from chat import telemetry
+from chat import pipeline, telemetry
 from chat.client_limits import ClientLimiter
 from chat.errors import ChatError
+from chat.events import ChatEvent
+from chat.protocol import ChatRequest
 from chat.providers.azure_search import AzureSearchRetriever, search_client
 from chat.providers.identity import azure_credential
 from chat.providers.llm import OpenAIClients, build_openai_clients
@@ -51,6 +53,14 @@ class Services:
     def __post_init__(self) -> None:
         security = self.settings.security
         self.limiter = ClientLimiter(security.chat_max_streams_per_client, security.chat_requests_per_minute_per_client)
+
+    def answer(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        """The pipeline's events for ``request``, with this app's clients and settings: what the
+        routes serve and what the answer evaluation measures."""
+        settings = self.settings
+        return pipeline.answer(
+            request, self.openai.chat, self.retriever, settings.answering, relevance_gate=settings.relevance_gate
+        )
 
     async def aclose(self) -> None:
         """Close every client, even when closing one of them fails."""
