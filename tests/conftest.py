@@ -247,6 +247,17 @@ class LocalStack:
     def upstream_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.upstream_url}/_stats").json()  # type: ignore[no-any-return]
 
+    def environment(self, **values: str) -> dict[str, str]:
+        """A child process's environment on this stack's upstream and index, plus (or instead) ``values``."""
+        return child_environment(
+            **{
+                "LOCAL_OPENAI_ENDPOINT": f"{self.upstream_url}/v1",
+                "LOCAL_EMBEDDING_ENDPOINT": f"{self.upstream_url}/v1",
+                "LOCAL_INDEX_PATH": str(self.index_path),
+                **values,
+            }
+        )
+
 
 def host_server(root: Path, environment: dict[str, str], ready_path: str = "/api/health") -> tuple[Server, str]:
     """The local host as a child process on a free port, reading no local.settings.json; and its URL."""

@@ -79,10 +79,7 @@ def lines_of(output: str, status: str) -> list[str]:
 
 
 def test_local_configuration_against_running_servers_passes(local_stack: LocalStack) -> None:
-    environment = child_environment(
-        LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_INDEX_PATH=str(local_stack.index_path),
+    environment = local_stack.environment(
         LOCAL_EMBEDDING_MODEL="multilingual-e5-small-q4",
     )
     done = run_doctor(environment=environment)
@@ -98,11 +95,7 @@ def test_local_configuration_against_running_servers_passes(local_stack: LocalSt
 
 def test_an_unreachable_endpoint_is_named_and_fails(local_stack: LocalStack) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
-    environment = child_environment(
-        LOCAL_OPENAI_ENDPOINT=closed,
-        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_INDEX_PATH=str(local_stack.index_path),
-    )
+    environment = local_stack.environment(LOCAL_OPENAI_ENDPOINT=closed)
     done = run_doctor(environment=environment)
     assert done.returncode == 1
     [failure] = lines_of(done.stdout, "FAIL")

@@ -182,10 +182,7 @@ async def test_health_checks_the_providers_once_per_cache_period(
 
 async def test_a_slot_is_free_again_once_the_client_hangs_up(local_stack: LocalStack, tmp_path: Path) -> None:
     """Over a socket, against a local host that allows one open answer per client."""
-    environment = child_environment(
-        LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_INDEX_PATH=str(local_stack.index_path),
+    environment = local_stack.environment(
         CHAT_MAX_STREAMS_PER_CLIENT="1",
     )
     host, url = host_server(tmp_path, environment)

@@ -28,7 +28,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from chat.localstack import running
 from chat.settings import PROJECT_ROOT
-from tests.conftest import LocalStack, child_environment, host_server, require
+from tests.conftest import LocalStack, host_server, require
 
 pytestmark = pytest.mark.browser
 
@@ -827,10 +827,7 @@ def test_a_401_in_entra_mode_sends_the_reader_to_sign_in(
     chromium: Browser, local_stack: LocalStack, tmp_path: Path
 ) -> None:
     """A host in entra mode without the platform's sign-in in front: the app itself answers 401."""
-    environment = child_environment(
-        LOCAL_OPENAI_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_EMBEDDING_ENDPOINT=f"{local_stack.upstream_url}/v1",
-        LOCAL_INDEX_PATH=str(local_stack.index_path),
+    environment = local_stack.environment(
         CHAT_AUTH_MODE="entra",
     )
     host, url = host_server(tmp_path, environment)
