@@ -127,6 +127,10 @@ class Stack:
             LOCAL_OPENAI_ENDPOINT=f"{self.upstream_url}/v1",
             LOCAL_EMBEDDING_ENDPOINT=f"{self.upstream_url}/v1",
             LOCAL_INDEX_PATH=str(workdir / "index.sqlite"),
+            # The relevance gate asks the model a yes/no before answering (on for local models):
+            # a call the SDK baseline does not make, and meant for real small models, not for
+            # the simulated upstream. Off, the app's figures compare like with like.
+            CHAT_RELEVANCE_GATE="off",
         )
         command = [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port), *(upstream_args or [])]
         self.upstream = self._server("upstream", pinning.prefix(HARNESS_CORE) + command, "/v1/models")
