@@ -54,7 +54,7 @@ class Overrides(_ClientModel):
     costs less, is always allowed).
     """
 
-    top: int = Field(3, ge=1, le=50)
+    top: int = Field(5, ge=1, le=50)
     retrieval_mode: RetrievalMode = "hybrid"
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     suggest_followup_questions: bool = False

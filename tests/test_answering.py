@@ -20,7 +20,7 @@ from chat.errors import InvalidRequest, UpstreamError
 from chat.events import AnswerDelta, ChatEvent, Completed, FollowupQuestions, Notice, Stage
 from chat.pipeline import answer
 from chat.prompts import FOLLOWUP_PROMPT, QUERY_PROMPT
-from chat.protocol import ChatRequest, StreamEncoder
+from chat.protocol import ChatRequest, Overrides, StreamEncoder
 from chat.services import get_services
 from chat.settings import get_settings
 from tests.sdk_fakes import ChatScript, EmbeddingScript, SearchScript, answer_chunks
@@ -128,7 +128,7 @@ async def test_a_conversation_longer_than_the_local_context_fits_it(
         assert prompt + call["max_tokens"] <= window, call["messages"][0]["content"][:40]
 
 
-@pytest.mark.parametrize(("cap", "sources"), [(60, 1), (10_000, 3)])
+@pytest.mark.parametrize(("cap", "sources"), [(60, 1), (10_000, Overrides.model_fields["top"].default)])
 async def test_the_local_model_reads_no_more_sources_than_its_setting_allows(
     local_index: Path,
     chat_script: ChatScript,

@@ -234,7 +234,7 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     # All 36 chunks arrive within ~0.1 s; the page shows one per 33 ms tick.
     ask(chat, "Which pizza has mushroom and pineapple? [[upstream ttft=0.3 tps=400 tokens=36]]")
     turn = chat.locator(LAST_TURN)
-    expect(turn.locator('.step[data-stage="search"]')).to_contain_text("Found 3 results")
+    expect(turn.locator('.step[data-stage="search"]')).to_contain_text("Found 5 results")
     wait_until_settled(chat)
 
     frames: list[dict[str, float]] = chat.evaluate("window.frames_")
@@ -255,7 +255,7 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     # A first question is searched as asked (CHAT_QUERY_REWRITE=auto rewrites only with history).
     searched = "Searching for your question as asked: Which pizza has mushroom and pineapple?"
     expect(turn.locator('.step[data-stage="query"]')).to_contain_text(searched)
-    expect(turn.locator(".results li")).to_have_count(3)
+    expect(turn.locator(".results li")).to_have_count(5)
     expect(turn.locator('.step[data-status="done"]')).to_have_count(4)
 
     # Stage changes and the finished answer are announced; tokens are not.
@@ -263,8 +263,8 @@ def test_streamed_answer_shows_steps_then_grows_word_by_word(chat: Page) -> None
     assert announcements[:3] == [
         "Processing your question",
         f"{searched} [[upstream ttft=0.3 tps=400 tokens=36]]",
-        "Found 3 results: 1) Mushroom and pineapple pizza 2) Mushroom and pineapple pizza: Method"
-        " 3) Pizza dough: Ingredients",
+        "Found 5 results: 1) Mushroom and pineapple pizza 2) Mushroom and pineapple pizza: Method"
+        " 3) Pizza dough: Ingredients 4) Margherita 5) Oven notes",
     ]
     assert announcements[3] == "Generating answer…"
     assert announcements[-1].startswith(f"Answer: {ANSWER_START}")
