@@ -11,8 +11,8 @@ reported as median (min..max):
   without the query-embedding call;
 - the local model's time to first token and tokens per second on a short prompt, and its prompt
   processing speed on a prompt shaped like the pipeline's (instructions, three sources);
-- the first answer word through the real pipeline, p50/p95 over the answer evaluation set
-  (data/eval/answers.jsonl, every question once per run), from handing over the question.
+- the first answer word through the real pipeline, p50/p95 over the answer evaluation sets
+  (data/eval/answers*.jsonl, every question once per run), from handing over the question.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ async def first_words(embeddings_url: str, model_url: str, index: Path, runs: in
     by_model: list[float] = []
     try:
         for _ in range(runs):
-            for case in answer_eval.load(answer_eval.DEFAULT_SET):
+            for case in [case for path in answer_eval.DEFAULT_SETS for case in answer_eval.load(path)]:
                 outcome = await answer_eval.ask(case, services)
                 if outcome.first_word_seconds is not None:
                     every.append(outcome.first_word_seconds)

@@ -1,6 +1,6 @@
 """Quality of the configured stack: retrieval (hit rate, MRR), then answers (correct, cited, refused).
 
-    python -m chat.evaluate [--questions data/eval/questions.jsonl] [--k 5] [--answers data/eval/answers.jsonl]
+    python -m chat.evaluate [--questions data/eval/questions.jsonl] [--k 5] [--answers SET [SET ...]]
     python -m chat.evaluate --skip-answers     # retrieval only, no model needed
 
 Retrieval: each line of the question set is {"question": ..., "expected": [document file names]};
@@ -8,8 +8,9 @@ a result counts when its document (its citation without ``#page=N``) is expected
 go to the retriever as they are, without the model's query rewriting, so the figures measure
 retrieval alone.
 
-Answers: chat.answer_eval runs each question of its set through the real pipeline against whatever
-model is configured. In local mode the servers the configuration needs are started if they are
+Answers: chat.answer_eval runs each question of each set through the real pipeline against whatever
+model is configured, and prints one table per set: by default the tuning set and the held-out set
+(answer_eval.DEFAULT_SETS). In local mode the servers the configuration needs are started if they are
 not running.
 """
 
@@ -89,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     parser.add_argument("--k", type=int, default=max(CUTOFFS), help="results retrieved per question")
-    parser.add_argument("--answers", type=Path, default=answer_eval.DEFAULT_SET, help="the answer evaluation set")
+    parser.add_argument(
+        "--answers", type=Path, nargs="+", default=list(answer_eval.DEFAULT_SETS), help="answer evaluation sets"
+    )
     parser.add_argument("--skip-answers", action="store_true", help="evaluate retrieval only (no model)")
     args = parser.parse_args(argv)
     questions = load_questions(args.questions)
@@ -97,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         with running(servers_to_start(get_settings(), chat_model=not args.skip_answers)):
             scores = asyncio.run(evaluate(questions, args.k))
             print("Retrieval\n" + table(scores, args.k, len(questions)), flush=True)
-            if not args.skip_answers:
-                print("\nAnswers (the pipeline, the configured model)", flush=True)
-                report = asyncio.run(answer_eval.evaluate(answer_eval.load(args.answers), progress=True))
-                print(report.table())
+            for answer_set in [] if args.skip_answers else args.answers:
+                print(f"\nAnswers to {answer_set.name} (the pipeline, the configured model)", flush=True)
+                report = asyncio.run(answer_eval.evaluate(answer_eval.load(answer_set), progress=True))
+                print(report.table(), flush=True)
     except StartupError as error:
         print(f"evaluate: {error}", file=sys.stderr)
         return 1

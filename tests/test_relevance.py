@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from chat.answer_eval import has_fact, nearest_rank, refuses
+from chat.answer_eval import DEFAULT_SETS, has_fact, load, nearest_rank, refuses
 from chat.events import SearchResult
 from chat.relevance import covers
+from chat.settings import PROJECT_ROOT
 
 DOUGH = SearchResult(
     id="1",
@@ -72,3 +75,20 @@ def test_nearest_rank_percentiles() -> None:
     assert nearest_rank(values, 0.5) == 10.0
     assert nearest_rank(values, 0.95) == 19.0
     assert nearest_rank([3.0], 0.95) == 3.0
+
+
+@pytest.mark.parametrize("path", DEFAULT_SETS, ids=lambda path: path.name)
+def test_each_answer_set_asks_enough_of_both_kinds_and_cites_real_documents(path: Path) -> None:
+    documents = {document.name for document in (PROJECT_ROOT / "data" / "docs").iterdir()}
+    cases = load(path)
+    assert sum(case.answerable for case in cases) >= 16
+    assert sum(not case.answerable for case in cases) >= 6
+    assert len({case.question for case in cases}) == len(cases), "no question twice"
+    for case in cases:
+        assert {name.split("#")[0] for name in case.cite} <= documents, case.question
+        assert case.answerable == bool(case.cite), case.question
+
+
+def test_the_held_out_set_asks_nothing_the_tuned_set_asks() -> None:
+    tuned, held_out = ({case.question.lower() for case in load(path)} for path in DEFAULT_SETS)
+    assert not tuned & held_out
