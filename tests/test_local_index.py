@@ -14,7 +14,7 @@ from pypdf import PdfWriter
 
 from chat.errors import UpstreamError
 from chat.evaluate import first_relevant_rank, load_questions
-from chat.ingest.chunking import chunk_text, count_tokens
+from chat.ingest.chunking import RUNT_FRACTION, chunk_text, count_tokens
 from chat.ingest.cli import EXIT_ERROR, IngestError, chunk_documents, chunk_id, collect_files, main
 from chat.ingest.documents import DocumentError, read_document
 from chat.providers.llm import build_openai_clients
@@ -29,7 +29,7 @@ def test_chunks_respect_size_and_overlap() -> None:
     sentences = [f"Sentence number {i} talks about dough and ovens." for i in range(40)]
     chunks = chunk_text(" ".join(sentences), size=50, overlap=12)
     assert len(chunks) > 5
-    assert all(count_tokens(chunk) <= 50 for chunk in chunks)
+    assert all(count_tokens(chunk) <= 50 + 50 // RUNT_FRACTION for chunk in chunks)
     for before, after in itertools.pairwise(chunks):
         last = next(sentence for sentence in sentences if before.endswith(sentence))
         assert after.startswith(last), "each chunk repeats the last sentence before it"
@@ -45,6 +45,15 @@ def test_chunks_keep_the_lines_of_a_list_and_each_item_its_number() -> None:
         "Rest 20 minutes.\n2. Heat the oven to 230 °C.",
         "2. Heat the oven to 230 °C.\n3. Bake for 22 minutes.",
     ]
+
+
+def test_a_short_last_step_joins_the_chunk_before_instead_of_standing_alone() -> None:
+    steps = "1. Mix the flour and water until smooth.\n2. Heat the oven to 230 °C."
+    assert chunk_text(f"{steps}\n3. Bake.", size=20, overlap=0) == [f"{steps}\n3. Bake."], "4 tokens: joined"
+    assert chunk_text(f"{steps}\n3. Bake it for 25 minutes.", size=20, overlap=0) == [
+        steps,
+        "3. Bake it for 25 minutes.",
+    ], "8 tokens, over a quarter of the size: a chunk of its own"
 
 
 def test_a_sentence_longer_than_a_chunk_is_cut_at_words() -> None:

@@ -15,6 +15,9 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # A numbered list item's marker ("7."), which is not a sentence of its own.
 _LIST_NUMBER = re.compile(r"\d{1,3}[.)]")
+# A section's tail of at most 1/RUNT_FRACTION of a chunk joins the chunk before it (which may
+# then run that much over size) instead of making a chunk of its own.
+RUNT_FRACTION = 4
 
 
 def count_tokens(text: str) -> int:
@@ -60,7 +63,8 @@ def _split_long(sentence: str, size: int) -> list[str]:
 
 
 def chunk_text(text: str, size: int, overlap: int) -> list[str]:
-    """Chunks of at most ``size`` tokens, each repeating the last sentences (<= ``overlap`` tokens) of the last."""
+    """Chunks of about ``size`` tokens, each repeating the last sentences (<= ``overlap`` tokens) of the
+    last; only a chunk that took in a section's short tail (RUNT_FRACTION) is longer."""
     if size < 1 or not 0 <= overlap < size:
         raise ValueError("need size >= 1 and 0 <= overlap < size")
     sentences: list[tuple[str, int, bool]] = []
@@ -68,13 +72,14 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
         pieces = _split_long(sentence, size) if count_tokens(sentence) > size else [sentence]
         for number, piece in enumerate(pieces):
             sentences.append((piece, count_tokens(piece), ends_line and number == len(pieces) - 1))
-    chunks: list[str] = []
+    chunks: list[list[tuple[str, int, bool]]] = []
     current: list[tuple[str, int, bool]] = []
-    tokens = 0
+    tokens = new_tokens = 0
+    carried_count = 0  # how many of ``current``'s sentences repeat the end of the chunk before
     for item in sentences:
         item_tokens = item[1]
         if current and tokens + item_tokens > size:
-            chunks.append(_join(current))
+            chunks.append(current)
             carried: list[tuple[str, int, bool]] = []
             carried_tokens = 0
             for part in reversed(current):
@@ -82,9 +87,14 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
                     break
                 carried.insert(0, part)
                 carried_tokens += part[1]
-            current, tokens = carried, carried_tokens
+            current, tokens, new_tokens, carried_count = carried, carried_tokens, 0, len(carried)
         current.append(item)
         tokens += item_tokens
-    if current:
-        chunks.append(_join(current))
-    return chunks
+        new_tokens += item_tokens
+    if chunks and new_tokens <= size // RUNT_FRACTION:
+        # A last step or two of a section on its own is too little to be found or read well:
+        # "7. Bake for 22 to 25 minutes." belongs with the steps before it.
+        chunks[-1] += current[carried_count:]
+    elif current:
+        chunks.append(current)
+    return [_join(chunk) for chunk in chunks]
