@@ -13,8 +13,9 @@ text, which is what a user waits for (the HTTP layer adds well under a milliseco
 Two sets, both written from the documents: one or two questions per document, phrased as a cook
 would ask, with the facts a correct answer cannot do without; the unanswerable ones are near the
 cookbook's subject on purpose. data/eval/answers.jsonl was written before any prompt was tuned,
-and then tuned on (its last 12 unanswerable questions were added when the relevance check was
-compared, before any run on them). data/eval/answers-holdout.jsonl was written later by someone
+and then tuned on. Added later, each before any run on it: 12 unanswerable questions when
+relevance checks were compared, then 6 answerable and 3 unanswerable questions a user answers
+"yes" or "no" ("Can I thaw dough in the microwave?"), which the model's check misjudged. data/eval/answers-holdout.jsonl was written later by someone
 who had seen none of the tuning, to questions and facts the first set does not ask about; it is
 only ever run to report, never to choose.
 """

@@ -12,6 +12,11 @@ lenient: one shared word (crudely stemmed) lets the question through, so it only
 questions that are plainly about something else, and leaves the subtler "not in these documents"
 cases to the gate's second step, the model's own yes/no (chat.pipeline). Measured on
 data/eval/answers.jsonl by `python -m chat.evaluate`.
+
+The same words also decide when that yes/no is not asked: a question answered "yes" or "no"
+("Can I thaw dough in the microwave?") whose every distinctive word is in the sources. The 1.5B
+model answers such a question instead of judging its sources ("No", the sources saying not to),
+whatever the check's wording (tried: yes/no, A/B, FOUND/MISSING, the question quoted).
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ _STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+# How a question that is answered yes or no begins ("Can I ...?", "Is the float test ...?").
+_YES_NO_START = re.compile(
+    r"(?:am|is|are|was|were|do|does|did|can|could|shall|should|will|would|may|might|must|has|have|had)\b",
+    re.IGNORECASE,
+)
+_SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 STEM_CHARS = 5
 
 
@@ -59,6 +70,11 @@ def covers(query: str, results: Sequence[SearchResult]) -> bool:
     return not terms.isdisjoint(_source_stems(results))
 
 
+def covers_all(query: str, results: Sequence[SearchResult]) -> bool:
+    """Whether every distinctive word of ``query`` occurs in the retrieved ``results``."""
+    return _stems(query) <= _source_stems(results)
+
+
 def _source_stems(results: Iterable[SearchResult]) -> set[str]:
     stems: set[str] = set()
     for result in results:
@@ -78,3 +94,9 @@ def best_source(text: str, results: Sequence[SearchResult]) -> SearchResult | No
         if shared > most:
             best, most = result, shared
     return best
+
+
+def asks_yes_or_no(question: str) -> bool:
+    """Whether a sentence of ``question`` is answered yes or no ("My oven only reaches 250 degrees.
+    Should I still use tipo 00 flour?"); "or" questions ("Is a stone or a steel better?") count too."""
+    return any(_YES_NO_START.match(sentence) for sentence in _SENTENCE_BREAK.split(question.strip()))

@@ -196,6 +196,31 @@ async def test_the_gate_says_i_dont_know_without_an_answer_call_when_the_model_s
 
 
 @pytest.mark.parametrize(
+    ("question", "checked"),
+    [
+        ("Can I brown the mushrooms for the pineapple pizza?", False),
+        ("Can I grill the mushrooms for the pineapple pizza?", True),  # "grill" is in no source
+        ("How do I brown the mushrooms for the pineapple pizza?", True),  # not a yes-or-no question
+    ],
+)
+async def test_a_yes_or_no_question_whose_every_word_is_in_the_sources_is_answered_without_the_check(
+    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript, question: str, checked: bool
+) -> None:
+    chat_script.check_text = "No"  # the 1.5B model's reply when the answer to the question is "no"
+    request = ChatRequest.model_validate({"messages": [{"role": "user", "content": question}]})
+    events = await run(request, relevance_gate=True)
+
+    checks = [call for call in chat_script.calls if call["messages"][-1]["content"].endswith(ANSWERABLE_CHECK)]
+    assert len(checks) == checked
+    if checked:
+        assert answer_text(events) == DONT_KNOW
+    else:
+        [streamed] = chat_script.answer_calls
+        assert streamed["messages"][0]["content"] == GATED_ANSWER_PROMPT
+        assert answer_text(events).startswith("Try the mushroom")
+
+
+@pytest.mark.parametrize(
     ("pieces", "added"),
     [
         (["Brown the mushrooms", " and bake at 260 C for 9 minutes."], " [mushroom-pineapple.md]"),

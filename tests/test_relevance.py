@@ -8,7 +8,7 @@ import pytest
 
 from chat.answer_eval import DEFAULT_SETS, has_fact, load, nearest_rank, refuses
 from chat.events import SearchResult
-from chat.relevance import covers
+from chat.relevance import asks_yes_or_no, covers, covers_all
 from chat.settings import PROJECT_ROOT
 
 DOUGH = SearchResult(
@@ -92,3 +92,23 @@ def test_each_answer_set_asks_enough_of_both_kinds_and_cites_real_documents(path
 def test_the_held_out_set_asks_nothing_the_tuned_set_asks() -> None:
     tuned, held_out = ({case.question.lower() for case in load(path)} for path in DEFAULT_SETS)
     assert not tuned & held_out
+
+
+@pytest.mark.parametrize(
+    ("question", "yes_or_no"),
+    [
+        ("Can I thaw frozen dough in the microwave?", True),
+        ("My oven only reaches 250 degrees. Should I still use tipo 00 flour?", True),
+        ("Is a stone or a steel better?", True),
+        ("How long should I preheat it?", False),
+        ("Dough: can I freeze it?", False),  # the sentence opens with its subject, not a verb
+        ("Candied fruit, how much?", False),  # "can" only as a word's start
+    ],
+)
+def test_a_question_answered_yes_or_no_is_told_by_how_a_sentence_opens(question: str, yes_or_no: bool) -> None:
+    assert asks_yes_or_no(question) == yes_or_no
+
+
+def test_covers_all_needs_every_distinctive_word_of_the_question() -> None:
+    assert covers_all("Can I preheat the oven with fine sea salt?", [DOUGH])
+    assert not covers_all("Can I preheat the oven with fine sea salt and a grill?", [DOUGH])
