@@ -49,6 +49,8 @@ def test_no_sources_cover_nothing() -> None:
         ("Bake for 18 minutes.", ["8 min"], False),  # a number matches only whole
         ("Bake for 8 minutes.", ["8 min"], True),
         ("Use 0.5 to 1% yeast.", ["5 to 1"], False),
+        ("Fold 4 times, at 30-minute intervals.", ["30 min"], True),  # a number's hyphen to its unit
+        ("Bake for 22-25 minutes.", ["25"], True),  # a hyphen between numbers stays
     ],
 )
 def test_facts_are_matched_loosely_but_numbers_whole(answer: str, options: list[str], found: bool) -> None:
