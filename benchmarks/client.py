@@ -28,7 +28,8 @@ CONTENT_MARK = b'"delta":{"content"'
 REWRITES_FIRST_QUESTION = False
 JSON_HEADERS = {"Content-Type": "application/json"}
 QUESTION = "Can you suggest a pizza with mushroom and pineapple?"
-# Roughly the size of what the app sends upstream: its prompts plus three ~200-token sources.
+# Roughly the size of what the app sends a hosted model: its prompts plus its sources (measured with
+# three ~200-token sources; five ~80-token ones since the second round of issue 12, a little less).
 _SOURCES = " ".join(["[mushroom-pineapple-pizza.md]: Brown the mushrooms in a hot pan, caramelise the pineapple."] * 24)
 
 

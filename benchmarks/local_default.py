@@ -10,7 +10,7 @@ reported as median (min..max):
 - local index query latency, p50/p95 over the evaluation questions, hybrid mode, with and
   without the query-embedding call;
 - the local model's time to first token and tokens per second on a short prompt, and its prompt
-  processing speed on a prompt shaped like the pipeline's (instructions, three sources);
+  processing speed on a prompt shaped like the pipeline's (instructions, the default `top` of sources);
 - the first answer word through the real pipeline, p50/p95 over the answer evaluation sets
   (data/eval/answers*.jsonl, every question once per run), from handing over the question.
 """
@@ -29,8 +29,9 @@ from openai import AsyncOpenAI
 
 from chat import answer_eval
 from chat.evaluate import load_questions
-from chat.ingest.cli import chunk_documents, collect_files, embed_chunks
+from chat.ingest.cli import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_documents, collect_files, embed_chunks
 from chat.localstack import embedding_server, free_port, model_server, running
+from chat.protocol import Overrides
 from chat.providers.llm import Embedder
 from chat.providers.local_index import LocalIndexRetriever, LocalIndexWriter
 from chat.services import build_services
@@ -38,6 +39,8 @@ from chat.settings import PROJECT_ROOT, LocalOpenAISettings, LocalSearchSettings
 
 DOCUMENTS = PROJECT_ROOT / "data" / "docs"
 QUESTIONS = PROJECT_ROOT / "data" / "eval" / "questions.jsonl"
+# What a chat request retrieves when it does not say (context.overrides.top).
+TOP: int = Overrides.model_fields["top"].default
 # A different prompt per run, so that llama.cpp's prompt cache cannot shorten the first token.
 PROMPTS = [
     "Explain in three sentences how to stretch pizza dough by hand.",
@@ -60,7 +63,7 @@ def ms(values: Sequence[float], fraction: float) -> str:
 async def ingest_rate(embedder: Embedder, index: Path) -> float:
     """Chunks per second for a full ingest of the sample documents into a new index (parse, chunk, embed, write)."""
     started = time.perf_counter()
-    chunks = chunk_documents(collect_files([DOCUMENTS]), size=200, overlap=40)
+    chunks = chunk_documents(collect_files([DOCUMENTS]), size=DEFAULT_CHUNK_TOKENS, overlap=DEFAULT_OVERLAP_TOKENS)
     indexed = await embed_chunks(chunks, embedder, batch_size=16, progress=False)
     writer = LocalIndexWriter(index, embedder.model)
     await writer.upsert(indexed)
@@ -77,7 +80,7 @@ async def query_latencies(embedder: Embedder, index: Path, questions: list[str])
     for question in questions:
         for mode, into in (("hybrid", hybrid), ("text", text)):
             started = time.perf_counter()
-            await retriever.search(question, top=3, mode=mode, semantic_ranker=None)  # type: ignore[arg-type]
+            await retriever.search(question, top=TOP, mode=mode, semantic_ranker=None)  # type: ignore[arg-type]
             into.append(time.perf_counter() - started)
     return hybrid, text
 
@@ -129,11 +132,12 @@ async def first_words(embeddings_url: str, model_url: str, index: Path, runs: in
         }
     )
     services = build_services(settings)
+    cases = [case for path in answer_eval.DEFAULT_SETS for case in answer_eval.load(path)]
     every: list[float] = []
     by_model: list[float] = []
     try:
         for _ in range(runs):
-            for case in [case for path in answer_eval.DEFAULT_SETS for case in answer_eval.load(path)]:
+            for case in cases:
                 outcome = await answer_eval.ask(case, services)
                 if outcome.first_word_seconds is not None:
                     every.append(outcome.first_word_seconds)
@@ -157,9 +161,10 @@ async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
         hybrid, text = await query_latencies(embedder, Path(folder) / "index-0.sqlite", questions * runs)
         model = settings.local_openai.local_openai_chat_model
         speeds = [await model_speed(model_client, model, PROMPTS[run % len(PROMPTS)]) for run in range(runs)]
-        sources = [chunk.content for chunk in chunk_documents(collect_files([DOCUMENTS]), size=200, overlap=40)]
+        chunks = chunk_documents(collect_files([DOCUMENTS]), size=DEFAULT_CHUNK_TOKENS, overlap=DEFAULT_OVERLAP_TOKENS)
+        sources = [chunk.content for chunk in chunks]
         prompts = [
-            await prompt_speed(model_client, model, sources[3 * run : 3 * run + 3], questions[run])
+            await prompt_speed(model_client, model, sources[TOP * run : TOP * (run + 1)], questions[run])
             for run in range(runs)
         ]
         every, by_model = await first_words(embeddings_url, model_url, Path(folder) / "index-0.sqlite", runs)
@@ -171,7 +176,7 @@ async def measure(runs: int, embeddings_url: str, model_url: str) -> list[str]:
         f"index alone (BM25 text query): p50 {ms(text, 0.5)}, p95 {ms(text, 0.95)}",
         f"local model time to first token: {summary([s[0] for s in speeds], 'ms', 1000)}",
         f"local model generation: {summary([s[1] for s in speeds], 'tokens/s')}",
-        f"local model prompt processing (3 sources): {summary(prompts, 'tokens/s')}",
+        f"local model prompt processing ({TOP} sources): {summary(prompts, 'tokens/s')}",
         f"first answer word through the pipeline, {len(every)} answers: p50 {ms(every, 0.5)}, p95 {ms(every, 0.95)}",
         f"... of the {len(by_model)} the model wrote (not the relevance gate): "
         f"p50 {ms(by_model, 0.5)}, p95 {ms(by_model, 0.95)}",
