@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from dataclasses import replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -150,21 +151,27 @@ async def _sources_answer(
 
 async def _unanswered(
     model: ChatModel,
+    *,
+    question: str,
     query: str,
-    results: list[SearchResult],
+    read: list[SearchResult],
     answer_messages: list[ChatCompletionMessageParam],
     question_message: str,
     usage: Usage,
     relevance_gate: bool,
 ) -> tuple[str, str] | None:
-    """The answer to give without an answer call, and why; None when the model is to answer."""
-    if not results:
+    """The answer to give without an answer call, and why; None when the model is to answer.
+
+    ``read`` are the sources as the model reads them (cut to the budget), ``query`` what was
+    searched for (the question, or a rewrite of it that resolves earlier turns).
+    """
+    if not read:
         return prompts.NO_SOURCES_ANSWER, "nothing was found"
     if not relevance_gate:
         return None
-    if not relevance.covers(query, results):
+    if not relevance.covers(query, read):
         return prompts.NO_SOURCES_ANSWER, "no source shares a word with it"
-    if relevance.asks_yes_or_no(query) and relevance.covers_all(query, results):
+    if relevance.asks_yes_or_no(question) and relevance.covers_all(query, read):
         # The model's yes/no cannot judge a question that is itself answered yes or no: the 1.5B
         # model answers the question instead ("Can I thaw dough in the microwave?" -> "No", with the
         # answer in its sources). Such a question passes when its every distinctive word is in the sources.
@@ -255,7 +262,17 @@ async def answer(
     thoughts = [Thought("Search query", query), Thought("Search results", summaries)]
     if options.chat_expose_prompt:
         thoughts.append(Thought("Prompt to generate answer", answer_messages))
-    unanswered = await _unanswered(model, query, results, answer_messages, question_message, usage, relevance_gate)
+    read = [replace(result, content=text) for result, text in zip(results, texts, strict=True)]
+    unanswered = await _unanswered(
+        model,
+        question=question,
+        query=query,
+        read=read,
+        answer_messages=answer_messages,
+        question_message=question_message,
+        usage=usage,
+        relevance_gate=relevance_gate,
+    )
     if unanswered is not None:
         text, reason = unanswered
         yield AnswerDelta(text)
@@ -273,7 +290,7 @@ async def answer(
             yield AnswerDelta(text)
 
     finish_reason = outcome.finish_reason or "stop"
-    citation = _missing_citation("".join(written), results) if finish_reason == "stop" else None
+    citation = _missing_citation("".join(written), read) if finish_reason == "stop" else None
     if citation is not None:
         yield AnswerDelta(citation)
     notice = ENDING_NOTICES.get(finish_reason)

@@ -42,11 +42,16 @@ _STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-# How a question that is answered yes or no begins ("Can I ...?", "Is the float test ...?").
+# How a question answered yes or no begins ("Can I ...?", "Isn't it ...?"), after an optional
+# short opening ("Hi, can I ...?", "Dough: can I freeze it?").
 _YES_NO_START = re.compile(
-    r"(?:am|is|are|was|were|do|does|did|can|could|shall|should|will|would|may|might|must|has|have|had)\b",
+    r"(?:[^,:;?]{0,24}[,:;]\s*)?"
+    r"(?:(?:am|is|are|was|were|do|does|did|can|could|shall|should|will|would|may|might|must|has|have|had)"
+    r"(?:n['’]t)?|won['’]t)\b",
     re.IGNORECASE,
 )
+# "Can you suggest ...?", "Could you tell me ...?": a request, answered with content, not yes or no.
+_REQUEST = re.compile(r"(?:[^,:;?]{0,24}[,:;]\s*)?(?:can|could|would|will)\s+you\b", re.IGNORECASE)
 _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 STEM_CHARS = 5
 
@@ -71,8 +76,9 @@ def covers(query: str, results: Sequence[SearchResult]) -> bool:
 
 
 def covers_all(query: str, results: Sequence[SearchResult]) -> bool:
-    """Whether every distinctive word of ``query`` occurs in the retrieved ``results``."""
-    return _stems(query) <= _source_stems(results)
+    """Whether ``query`` has distinctive words and every one occurs in the retrieved ``results``."""
+    terms = _stems(query)
+    return bool(terms) and terms <= _source_stems(results)
 
 
 def _source_stems(results: Iterable[SearchResult]) -> set[str]:
@@ -97,6 +103,10 @@ def best_source(text: str, results: Sequence[SearchResult]) -> SearchResult | No
 
 
 def asks_yes_or_no(question: str) -> bool:
-    """Whether a sentence of ``question`` is answered yes or no ("My oven only reaches 250 degrees.
-    Should I still use tipo 00 flour?"); "or" questions ("Is a stone or a steel better?") count too."""
-    return any(_YES_NO_START.match(sentence) for sentence in _SENTENCE_BREAK.split(question.strip()))
+    """Whether a sentence of ``question`` asks to be answered yes or no ("My oven only reaches 250
+    degrees. Should I still use tipo 00 flour?"); "or" questions ("Is a stone or a steel
+    better?") count too, requests ("Can you suggest a pizza?") do not."""
+    return any(
+        sentence.endswith("?") and _YES_NO_START.match(sentence) is not None and _REQUEST.match(sentence) is None
+        for sentence in _SENTENCE_BREAK.split(question.strip())
+    )

@@ -196,23 +196,33 @@ async def test_the_gate_says_i_dont_know_without_an_answer_call_when_the_model_s
 
 
 @pytest.mark.parametrize(
-    ("question", "checked"),
+    ("question", "earlier", "check_calls"),
     [
-        ("Can I brown the mushrooms for the pineapple pizza?", False),
-        ("Can I grill the mushrooms for the pineapple pizza?", True),  # "grill" is in no source
-        ("How do I brown the mushrooms for the pineapple pizza?", True),  # not a yes-or-no question
+        ("Can I brown the mushrooms for the pineapple pizza?", [], 0),
+        ("Can I grill the mushrooms for the pineapple pizza?", [], 1),  # "grill" is in no source
+        ("How do I brown the mushrooms for the pineapple pizza?", [], 1),  # not a yes-or-no question
+        ("Can I do that?", [], 1),  # no distinctive word to find in the sources
+        # a follow-up: the yes-or-no form is the question's, the words those of the rewritten query
+        ("Should I brown them?", ["What goes on the mushroom and pineapple pizza?", "Mushrooms."], 0),
     ],
 )
 async def test_a_yes_or_no_question_whose_every_word_is_in_the_sources_is_answered_without_the_check(
-    local_index: Path, chat_script: ChatScript, embedding_script: EmbeddingScript, question: str, checked: bool
+    local_index: Path,
+    chat_script: ChatScript,
+    embedding_script: EmbeddingScript,
+    question: str,
+    earlier: list[str],
+    check_calls: int,
 ) -> None:
     chat_script.check_text = "No"  # the 1.5B model's reply when the answer to the question is "no"
-    request = ChatRequest.model_validate({"messages": [{"role": "user", "content": question}]})
-    events = await run(request, relevance_gate=True)
+    turns = [*earlier, question]
+    roles = ["user", "assistant"] * len(turns)
+    messages = [{"role": role, "content": text} for role, text in zip(roles, turns, strict=False)]
+    events = await run(ChatRequest.model_validate({"messages": messages}), relevance_gate=True)
 
     checks = [call for call in chat_script.calls if call["messages"][-1]["content"].endswith(ANSWERABLE_CHECK)]
-    assert len(checks) == checked
-    if checked:
+    assert len(checks) == check_calls
+    if check_calls:
         assert answer_text(events) == DONT_KNOW
     else:
         [streamed] = chat_script.answer_calls

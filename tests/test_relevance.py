@@ -51,6 +51,7 @@ def test_no_sources_cover_nothing() -> None:
         ("Use 0.5 to 1% yeast.", ["5 to 1"], False),
         ("Fold 4 times, at 30-minute intervals.", ["30 min"], True),  # a number's hyphen to its unit
         ("Bake for 22-25 minutes.", ["25"], True),  # a hyphen between numbers stays
+        ("Heat the oven to 250 °C.", ["25"], False),  # whole on the right too
     ],
 )
 def test_facts_are_matched_loosely_but_numbers_whole(answer: str, options: list[str], found: bool) -> None:
@@ -102,8 +103,15 @@ def test_the_held_out_set_asks_nothing_the_tuned_set_asks() -> None:
         ("Can I thaw frozen dough in the microwave?", True),
         ("My oven only reaches 250 degrees. Should I still use tipo 00 flour?", True),
         ("Is a stone or a steel better?", True),
+        ("Isn't the float test reliable?", True),
+        ("Won't the cheese burn?", True),
+        ("Hi, can I freeze dough?", True),
+        ("Dough: can I freeze it?", True),
+        ("Can I freeze the bases? For how long?", True),
         ("How long should I preheat it?", False),
-        ("Dough: can I freeze it?", False),  # the sentence opens with its subject, not a verb
+        ("Can you suggest a pizza with mushroom and pineapple?", False),  # a request
+        ("Could you tell me how long to bake it?", False),
+        ("Do the float test.", False),  # not a question
         ("Candied fruit, how much?", False),  # "can" only as a word's start
     ],
 )
@@ -114,3 +122,4 @@ def test_a_question_answered_yes_or_no_is_told_by_how_a_sentence_opens(question:
 def test_covers_all_needs_every_distinctive_word_of_the_question() -> None:
     assert covers_all("Can I preheat the oven with fine sea salt?", [DOUGH])
     assert not covers_all("Can I preheat the oven with fine sea salt and a grill?", [DOUGH])
+    assert not covers_all("Can I do that?", [DOUGH]), "no distinctive word: nothing says it is covered"
