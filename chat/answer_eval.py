@@ -5,7 +5,7 @@ Each line of the set is one of
     {"question": ..., "unanswerable": true}
 A fact is matched loosely: case and spacing do not count (nor the hyphen of "30-minute"), ``|``
 separates alternatives, and a number only matches as a whole number ("8 min" is not found in
-"18 min"). An answerable question
+"18 min", nor "25" in "250 °C"). An answerable question
 is *correct* when every fact is in the answer, *cited* when the answer names one of the ``cite``
 files; an unanswerable one is *refused* when the answer says the documents do not tell. The
 first-word time runs from handing the question to the pipeline to its first non-blank answer
@@ -110,7 +110,9 @@ def has_fact(text: str, options: Sequence[str]) -> bool:
     haystack = _loose(text)
     for option in options:
         needle = _loose(option)
-        if re.search(("(?<![0-9.])" if needle[:1].isdigit() else "") + re.escape(needle), haystack):
+        before = "(?<![0-9.])" if needle[:1].isdigit() else ""
+        after = "(?![0-9])" if needle[-1:].isdigit() else ""
+        if re.search(before + re.escape(needle) + after, haystack):
             return True
     return False
 

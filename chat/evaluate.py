@@ -100,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         with running(servers_to_start(get_settings(), chat_model=not args.skip_answers)):
             scores = asyncio.run(evaluate(questions, args.k))
             print("Retrieval\n" + table(scores, args.k, len(questions)), flush=True)
-            for answer_set in [] if args.skip_answers else args.answers:
-                print(f"\nAnswers to {answer_set.name} (the pipeline, the configured model)", flush=True)
-                report = asyncio.run(answer_eval.evaluate(answer_eval.load(answer_set), progress=True))
-                print(report.table(), flush=True)
+            if not args.skip_answers:
+                for answer_set in args.answers:
+                    print(f"\nAnswers to {answer_set.name} (the pipeline, the configured model)", flush=True)
+                    report = asyncio.run(answer_eval.evaluate(answer_eval.load(answer_set), progress=True))
+                    print(report.table(), flush=True)
     except StartupError as error:
         print(f"evaluate: {error}", file=sys.stderr)
         return 1
