@@ -50,6 +50,7 @@ def test_chunks_keep_the_lines_of_a_list_and_each_item_its_number() -> None:
 def test_a_short_last_step_joins_the_chunk_before_instead_of_standing_alone() -> None:
     steps = "1. Mix the flour and water until smooth.\n2. Heat the oven to 230 °C."
     assert chunk_text(f"{steps}\n3. Bake.", size=20, overlap=0) == [f"{steps}\n3. Bake."], "4 tokens: joined"
+    assert chunk_text(f"{steps}\n3. Bake.", size=20, overlap=10) == [f"{steps}\n3. Bake."], "its overlap not repeated"
     assert chunk_text(f"{steps}\n3. Bake it for 25 minutes.", size=20, overlap=0) == [
         steps,
         "3. Bake it for 25 minutes.",
