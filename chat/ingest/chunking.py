@@ -74,7 +74,7 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
             sentences.append((piece, count_tokens(piece), ends_line and number == len(pieces) - 1))
     chunks: list[list[tuple[str, int, bool]]] = []
     current: list[tuple[str, int, bool]] = []
-    tokens = added_tokens = 0
+    tokens = 0
     carried_count = 0  # how many of ``current``'s sentences repeat the end of the chunk before
     for item in sentences:
         item_tokens = item[1]
@@ -87,14 +87,14 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
                     break
                 carried.insert(0, part)
                 carried_tokens += part[1]
-            current, tokens, added_tokens, carried_count = carried, carried_tokens, 0, len(carried)
+            current, tokens, carried_count = carried, carried_tokens, len(carried)
         current.append(item)
         tokens += item_tokens
-        added_tokens += item_tokens
-    if chunks and added_tokens <= size // RUNT_FRACTION:
+    tail = current[carried_count:]  # what the last chunk adds to the overlap it carries
+    if chunks and sum(item_tokens for _, item_tokens, _ in tail) <= size // RUNT_FRACTION:
         # A last step or two of a section on its own is too little to be found or read well:
         # "7. Bake for 22 to 25 minutes." belongs with the steps before it.
-        chunks[-1] += current[carried_count:]
+        chunks[-1] += tail
     elif current:
         chunks.append(current)
     return [_join(chunk) for chunk in chunks]
