@@ -56,9 +56,14 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 STEM_CHARS = 5
 
 
+def _words(text: str) -> list[str]:
+    """The distinctive words of ``text``, lower-cased, in order."""
+    return [word for word in _WORD.findall(text.lower()) if word not in _STOPWORDS and len(word) > 2]
+
+
 def _stems(text: str) -> set[str]:
-    """Word stems: lower-cased, cut to a few characters (preheat, preheating and preheated agree)."""
-    return {word[:STEM_CHARS] for word in _WORD.findall(text.lower()) if word not in _STOPWORDS and len(word) > 2}
+    """Word stems: distinctive words cut to a few characters (preheat, preheating and preheated agree)."""
+    return {word[:STEM_CHARS] for word in _words(text)}
 
 
 def covers(query: str, results: Sequence[SearchResult]) -> bool:
@@ -77,8 +82,13 @@ def covers(query: str, results: Sequence[SearchResult]) -> bool:
 
 def covers_all(query: str, results: Sequence[SearchResult]) -> bool:
     """Whether ``query`` has distinctive words and every one occurs in the retrieved ``results``."""
-    terms = _stems(query)
-    return bool(terms) and terms <= _source_stems(results)
+    return bool(_words(query)) and not uncovered(query, results)
+
+
+def uncovered(query: str, results: Sequence[SearchResult]) -> list[str]:
+    """The distinctive words of ``query`` that none of ``results`` holds (by stem), each once."""
+    stems = _source_stems(results)
+    return list(dict.fromkeys(word for word in _words(query) if word[:STEM_CHARS] not in stems))
 
 
 def _source_stems(results: Iterable[SearchResult]) -> set[str]:

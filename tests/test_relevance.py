@@ -8,7 +8,7 @@ import pytest
 
 from chat.answer_eval import DEFAULT_SETS, has_fact, load, nearest_rank, refuses
 from chat.events import SearchResult
-from chat.relevance import asks_yes_or_no, covers, covers_all
+from chat.relevance import asks_yes_or_no, covers, covers_all, uncovered
 from chat.settings import PROJECT_ROOT
 
 DOUGH = SearchResult(
@@ -123,3 +123,10 @@ def test_covers_all_needs_every_distinctive_word_of_the_question() -> None:
     assert covers_all("Can I preheat the oven with fine sea salt?", [DOUGH])
     assert not covers_all("Can I preheat the oven with fine sea salt and a grill?", [DOUGH])
     assert not covers_all("Can I do that?", [DOUGH]), "no distinctive word: nothing says it is covered"
+
+
+def test_uncovered_lists_the_distinctive_words_no_source_holds_once_in_order() -> None:
+    question = "Can I preheat a Chicago deep-dish pan, or a chicago grill, with sea salt?"
+    assert uncovered(question, [DOUGH]) == ["chicago", "deep", "dish", "pan", "grill"]
+    assert uncovered("How much salt, and what hydration?", [DOUGH]) == []
+    assert uncovered("Any salt?", []) == ["salt"]
