@@ -1,26 +1,33 @@
 """What tells a question the documents answer from one they do not: the relevance gate's signals, per question.
 
-    python -m benchmarks.relevance_signals                     # the app's check wording
-    python -m benchmarks.relevance_signals --check "The sources never mention: {missing}. Do they answer it?"
+    python -m benchmarks.relevance_signals          # the app's check wording
+    python -m benchmarks.relevance_signals --check "The sources above never mention: {missing}. \\
+        Do the sources above answer the question? Reply yes or no."
 
 Every question of the answer evaluation sets (data/eval/answers*.jsonl) goes through the real
 pipeline (the app's settings, the configured model, the relevance gate on) up to the gate's
-decision; the answer itself is not generated, so a question costs one model call at most. For
-each question it prints:
-- how the gate decided: nothing found, no shared word, the yes-or-no rule, or the model's check
-  and its verdict (with ``--check``, in another wording: ``{missing}`` stands for the question's
-  words its sources lack, and a question whose sources hold all its words gets the app's wording);
-- the question's words that the sources the model reads lack;
+decision. The answer itself is not generated, so a question costs one model call at most (a
+first question is not rewritten unless CHAT_QUERY_REWRITE=always). For each question it prints:
+- the gate's decision: the pipeline's reason when it stopped before asking the model ("nothing
+  was found", "no source shares a word with it"), the yes-or-no rule, or the model's check and
+  its reply;
+- the question's distinctive words that the sources the model reads lack (all of them when the
+  gate stopped before asking the model);
 - the best vectors-mode score of any chunk (for the local index, the e5 cosine): the signal a
   score threshold would gate on.
 Then, per set, how many answerable questions the gate lets through and how many unanswerable ones
 it stops, and the score ranges of both. Used for the README's "Relevance gate" figures.
+
+``--check`` asks the check in another wording. It must still ask for yes or no: the pipeline
+stops on a reply that starts with "no". ``{missing}`` in it stands for the lacking words; a
+question whose sources lack none is asked the app's wording.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -36,39 +43,49 @@ from chat.providers.llm import ChatModel, Completion, StreamOutcome
 from chat.services import close_services, get_services
 from chat.settings import get_settings
 
-# What the pipeline decided without asking the model, by the reason it gives (pipeline.GATE_THOUGHT).
-GATE_REASONS = {
-    "nothing was found": "nothing found",
-    "no source shares a word with it": "no shared word",
-    "the model found no answer in them": "check: no",
-}
+# What the relevance check adds to the answer call's last message.
+CHECK_SUFFIX = prompts.answerability_check("")
+_SOURCES_BLOCK = re.compile(r"^<<SOURCES \w+>>$(.*?)^<<END SOURCES \w+>>$", re.MULTILINE | re.DOTALL)
+_SOURCE_NAME = re.compile(r"^\[[^\]\n]*\]", re.MULTILINE)
 
 
-def missing_words(question_message: str) -> list[str]:
-    """The distinctive words of the question that its sources lack, from the answer call's last
-    message (prompts.answer_question: the sources, then the question on its own line)."""
-    sources, _, question = question_message.rpartition("\n\nQuestion: ")
-    return relevance.uncovered(question, [SearchResult(id="", title="", source="", content=sources)])
+def sources_read(question_message: str) -> list[SearchResult]:
+    """The sources' titles and passages as the model reads them, from the answer call's last
+    message: the text the gate's word test looks at. prompts.sources_block opens each source at
+    the margin with its ``[name]`` and title and indents its lines; the block's markers, the
+    names and the citation line around it are left out."""
+    block = _SOURCES_BLOCK.search(question_message)
+    text = _SOURCE_NAME.sub("", block.group(1)) if block else ""
+    return [SearchResult(id="", title="", source="", content=text)]
 
 
 class CheckOnly(ChatModel):
-    """The configured model, with the check's question line replaced and no answer written."""
+    """The configured model for one question: its check asked in ``wording``, and no answer written."""
 
-    def __init__(self, model: ChatModel, check: str) -> None:
-        vars(self).update(vars(model))  # the same client, model name and limits
-        self.check = check
+    def __init__(self, model: ChatModel, question: str, wording: str) -> None:
+        super().__init__(
+            model.client,
+            model.model,
+            model.timeout_seconds,
+            kind=model.kind,
+            context_tokens=model.context_tokens,
+            sources_tokens=model.sources_tokens,
+        )
+        self.question = question
+        self.wording = wording
         self.verdict: str | None = None
         self.missing: list[str] = []
+        self.answered = False
 
     async def complete(
         self, messages: list[ChatCompletionMessageParam], *, temperature: float, max_tokens: int
     ) -> Completion:
         last = str(messages[-1].get("content"))
-        if not last.endswith(prompts.ANSWERABLE_CHECK):
+        if not last.endswith(CHECK_SUFFIX):
             return await super().complete(messages, temperature=temperature, max_tokens=max_tokens)
-        question_message = last.removesuffix(prompts.ANSWERABLE_CHECK).rstrip()
-        self.missing = missing_words(question_message)
-        wording = self.check if self.missing or "{missing}" not in self.check else prompts.ANSWERABLE_CHECK
+        question_message = last.removesuffix(CHECK_SUFFIX)
+        self.missing = relevance.uncovered(self.question, sources_read(question_message))
+        wording = self.wording if self.missing or "{missing}" not in self.wording else prompts.ANSWERABLE_CHECK
         line = wording.replace("{missing}", ", ".join(self.missing))
         check: ChatCompletionMessageParam = {"role": "user", "content": f"{question_message}\n\n{line}"}
         completion = await super().complete([*messages[:-1], check], temperature=temperature, max_tokens=max_tokens)
@@ -84,7 +101,7 @@ class CheckOnly(ChatModel):
         outcome: StreamOutcome,
     ) -> AsyncGenerator[str, None]:
         """No answer: the gate has let the question through, which is all this measures."""
-        self.missing = missing_words(str(messages[-1].get("content")))
+        self.answered = True
         return
         yield  # makes this an async generator that yields nothing
 
@@ -98,9 +115,9 @@ class Signals:
     best_score: float
 
 
-async def signals(case: answer_eval.Case, check: str) -> Signals:
+async def signals(case: answer_eval.Case, wording: str) -> Signals:
     services = get_services()
-    model = CheckOnly(services.openai.chat, check)
+    model = CheckOnly(services.openai.chat, case.question, wording)
     request = ChatRequest(messages=[Message(role="user", content=case.question)])
     stopped: str | None = None
     async for event in pipeline.answer(
@@ -108,13 +125,16 @@ async def signals(case: answer_eval.Case, check: str) -> Signals:
     ):
         if isinstance(event, Completed):
             stopped = next((str(t.description) for t in event.thoughts if t.title == pipeline.GATE_THOUGHT), None)
-    if stopped is not None:
-        decision = GATE_REASONS.get(stopped, stopped)
+    if model.verdict is not None:
+        decision, missing = f"check: {model.verdict}", model.missing
+    elif stopped is not None:  # before the model was asked: no source shares a word with the question
+        decision, missing = stopped, relevance.uncovered(case.question, [])
+    elif model.answered and relevance.asks_yes_or_no(case.question):  # all its words are in the sources
+        decision, missing = "yes-or-no rule", []
     else:
-        decision = "yes-or-no rule" if model.verdict is None else f"check: {model.verdict}"
+        raise RuntimeError(f"the pipeline let {case.question!r} through without a check this tool recognises")
     best = await services.retriever.search(case.question, top=1, mode="vectors", semantic_ranker=None)
-    passes = stopped is None
-    return Signals(case, decision, passes, model.missing, best[0].score if best else 0.0)
+    return Signals(case, decision, stopped is None, missing, best[0].score if best else 0.0)
 
 
 def summary(name: str, rows: Sequence[Signals]) -> list[str]:

@@ -86,7 +86,8 @@ def covers_all(query: str, results: Sequence[SearchResult]) -> bool:
 
 
 def uncovered(query: str, results: Sequence[SearchResult]) -> list[str]:
-    """The distinctive words of ``query`` that none of ``results`` holds (by stem), each once."""
+    """The distinctive words of ``query`` whose stem none of ``results`` holds, in order; each
+    word once (two words of one stem, "grill" and "grilling", are both listed)."""
     stems = _source_stems(results)
     return list(dict.fromkeys(word for word in _words(query) if word[:STEM_CHARS] not in stems))
 

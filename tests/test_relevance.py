@@ -130,3 +130,4 @@ def test_uncovered_lists_the_distinctive_words_no_source_holds_once_in_order() -
     assert uncovered(question, [DOUGH]) == ["chicago", "deep", "dish", "pan", "grill"]
     assert uncovered("How much salt, and what hydration?", [DOUGH]) == []
     assert uncovered("Any salt?", []) == ["salt"]
+    assert uncovered("Grill it, or is grilling worse?", [DOUGH]) == ["grill", "grilling", "worse"]

@@ -107,7 +107,7 @@ class ChatModel:
         self.context_tokens = context_tokens
         # How much retrieved text one answer may read, when less than the context allows.
         self.sources_tokens = sources_tokens
-        self._timeout_seconds = timeout_seconds
+        self.timeout_seconds = timeout_seconds
 
     def _sampling(self, temperature: float, max_tokens: int) -> dict[str, Any]:
         """The cap and sampling arguments this kind of model accepts."""
@@ -122,7 +122,7 @@ class ChatModel:
         self, messages: list[ChatCompletionMessageParam], *, temperature: float, max_tokens: int
     ) -> Completion:
         """A whole (short) completion: query rewriting, follow-up questions."""
-        with upstream_errors("model", self._timeout_seconds):
+        with upstream_errors("model", self.timeout_seconds):
             response = await self.client.chat.completions.create(
                 model=self.model, messages=messages, stream=False, **self._sampling(temperature, max_tokens)
             )
@@ -139,7 +139,7 @@ class ChatModel:
         outcome: StreamOutcome,
     ) -> AsyncGenerator[str, None]:
         """Yield the answer's text as the model produces it; closing the generator closes the upstream call."""
-        with upstream_errors("model", self._timeout_seconds):
+        with upstream_errors("model", self.timeout_seconds):
             async with self.client.chat.completions.with_streaming_response.create(
                 model=self.model,
                 messages=messages,
