@@ -42,16 +42,16 @@ _STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-# How a question answered yes or no begins ("Can I ...?", "Isn't it ...?"), after an optional
-# short opening ("Hi, can I ...?", "Dough: can I freeze it?").
+# An optional short opening before a question's first word ("Hi, can I ...?", "Dough: can I freeze it?").
+_OPENING = r"(?:[^,:;?]{0,24}[,:;]\s*)?"
+# How a question answered yes or no begins ("Can I ...?", "Isn't it ...?").
 _YES_NO_START = re.compile(
-    r"(?:[^,:;?]{0,24}[,:;]\s*)?"
-    r"(?:(?:am|is|are|was|were|do|does|did|can|could|shall|should|will|would|may|might|must|has|have|had)"
+    _OPENING + r"(?:(?:am|is|are|was|were|do|does|did|can|could|shall|should|will|would|may|might|must|has|have|had)"
     r"(?:n['’]t)?|won['’]t)\b",
     re.IGNORECASE,
 )
 # "Can you suggest ...?", "Could you tell me ...?": a request, answered with content, not yes or no.
-_REQUEST = re.compile(r"(?:[^,:;?]{0,24}[,:;]\s*)?(?:can|could|would|will)\s+you\b", re.IGNORECASE)
+_REQUEST = re.compile(_OPENING + r"(?:can|could|would|will)\s+you\b", re.IGNORECASE)
 _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 STEM_CHARS = 5
 
