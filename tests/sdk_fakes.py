@@ -136,7 +136,7 @@ class ChatScript:
             self.streams.append(stream)
             return stream
         system = kwargs["messages"][0]["content"]
-        if kwargs["messages"][-1]["content"].endswith(ANSWERABLE_CHECK):
+        if _is_check(kwargs):
             return completion(self.check_text, completion_tokens=1)
         if system == QUERY_PROMPT:
             return completion(self.query_text)
@@ -152,6 +152,15 @@ class ChatScript:
     @property
     def answer_calls(self) -> list[dict[str, Any]]:
         return [call for call in self.calls if call.get("stream")]
+
+    @property
+    def check_calls(self) -> list[dict[str, Any]]:
+        """The relevance gate's yes/no calls (chat.pipeline._sources_answer)."""
+        return [call for call in self.calls if _is_check(call)]
+
+
+def _is_check(call: dict[str, Any]) -> bool:
+    return not call.get("stream") and str(call["messages"][-1]["content"]).endswith(ANSWERABLE_CHECK)
 
 
 @dataclass

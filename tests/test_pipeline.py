@@ -164,7 +164,7 @@ async def test_the_gate_asks_the_model_first_with_the_answer_calls_own_messages(
 ) -> None:
     events = await run(chat_request(), relevance_gate=True)
 
-    [check] = [call for call in chat_script.calls if call["messages"][-1]["content"].endswith(ANSWERABLE_CHECK)]
+    [check] = chat_script.check_calls
     [streamed] = chat_script.answer_calls
     assert chat_script.calls.index(check) < chat_script.calls.index(streamed), "asked before the answer"
     assert (check["temperature"], check["max_tokens"], check["stream"]) == (0.0, 2, False)
@@ -220,8 +220,7 @@ async def test_a_yes_or_no_question_whose_every_word_is_in_the_sources_is_answer
     messages = [{"role": role, "content": text} for role, text in zip(roles, turns, strict=False)]
     events = await run(ChatRequest.model_validate({"messages": messages}), relevance_gate=True)
 
-    checks = [call for call in chat_script.calls if call["messages"][-1]["content"].endswith(ANSWERABLE_CHECK)]
-    assert len(checks) == check_calls
+    assert len(chat_script.check_calls) == check_calls
     if check_calls:
         assert answer_text(events) == DONT_KNOW
     else:
